@@ -1,0 +1,1 @@
+"""Gymnasium environments where each patch of the initial noise is an action."""

@@ -1,0 +1,41 @@
+"""Crash-safe file writing: nothing already written is lost when a process dies mid-write."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
+
+    Readers never see a half-written file: they see the old file or the new one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> None:
+    """Calls `write(tmp_path)` and atomically moves the result to `path`."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Writes `obj` as indented JSON, atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))

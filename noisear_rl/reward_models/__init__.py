@@ -1,0 +1,17 @@
+"""Reward models: the `RewardModel` base, the registry, built-ins and the composite.
+
+Register a reward with `@register_reward("name")` on a `RewardModel` subclass or on a plain
+function `fn(images, prompts) -> Tensor[B]`; load one with `load_reward("name", **kwargs)`.
+"""
+
+from noisear_rl.reward_models.base import RewardModel, RewardOutput, check_images
+from noisear_rl.reward_models.registry import list_rewards, load_reward, register_reward
+
+__all__ = [
+    "RewardModel",
+    "RewardOutput",
+    "check_images",
+    "list_rewards",
+    "load_reward",
+    "register_reward",
+]

@@ -1,0 +1,65 @@
+"""The reward-model registry: decorators in, `load_reward(name, **kwargs)` out."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from noisear_rl.registry import Registry
+from noisear_rl.reward_models.base import RewardModel, RewardOutput
+
+REWARDS: Registry[Any] = Registry("reward model", "noisear_rl.reward_models")
+
+
+class FunctionReward(RewardModel):
+    """Wraps a plain function `fn(images, prompts) -> Tensor[B]` as a `RewardModel`."""
+
+    def __init__(self, fn: Callable[..., Tensor], differentiable: bool = False, **kwargs: Any) -> None:
+        super().__init__(differentiable=differentiable)
+        self.fn = fn
+        self.kwargs = kwargs
+
+    def compute(self, images: Tensor, prompts: list[str]) -> RewardOutput:
+        return RewardOutput(scores=self.fn(images, prompts, **self.kwargs).float())
+
+
+def register_reward(name: str) -> Callable[[Any], Any]:
+    """Registers a `RewardModel` subclass or a plain function under `name`."""
+    return REWARDS.register(name)
+
+
+def list_rewards() -> list[str]:
+    """Names of all registered and entry-point reward models."""
+    _import_builtins()
+    return REWARDS.names()
+
+
+def load_reward(name: str, **kwargs: Any) -> RewardModel:
+    """Builds the reward model registered as `name`.
+
+    Args:
+        name: A registered name, or a composite spec such as "imagereward:1.0,pickscore:0.5".
+        **kwargs: Passed to the reward's constructor (device, checkpoint path, ...).
+
+    Raises:
+        KeyError: Unknown name; the message lists the valid names.
+    """
+    _import_builtins()
+    if ":" in name or "," in name:
+        from noisear_rl.reward_models.composite import CompositeReward
+
+        return CompositeReward.from_spec(name, **kwargs)
+    entry = REWARDS.get(name)
+    if inspect.isclass(entry) and issubclass(entry, RewardModel):
+        return entry(**kwargs)
+    if callable(entry):
+        return FunctionReward(entry, **kwargs)
+    raise TypeError(f"reward {name!r} is registered as {entry!r}, which is neither a RewardModel nor a function")
+
+
+def _import_builtins() -> None:
+    """Imports the modules whose decorators register the built-in rewards."""
+    import noisear_rl.reward_models.builtins  # noqa: F401
