@@ -1,0 +1,38 @@
+"""Pure functions for the diagonal Gaussians the prior predicts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOGVAR_MIN = -20.0
+LOGVAR_MAX = 10.0
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def tempered_logvar(logvar: Tensor, temperature: float) -> Tensor:
+    """Log-variance after clamping to [-20, 10] and scaling the std by `temperature`."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) + 2.0 * math.log(temperature)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, temperature: float = 1.0) -> Tensor:
+    """Element-wise log N(x; mean, temperature^2 * exp(clamp(logvar))), computed in float32."""
+    logvar = tempered_logvar(logvar.float(), temperature)
+    return -0.5 * (x.float() - mean.float()).square() * torch.exp(-logvar) - 0.5 * logvar - _HALF_LOG_2PI
+
+
+def sample_gaussian(
+    mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Draws x ~ N(mean, temperature^2 * exp(clamp(logvar))) and returns (x, log-density of x summed
+    over the last dim). Standard normals are drawn as one [*mean.shape] float32 tensor from
+    `generator`, so the same generator gives the same draw wherever this is called."""
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+    logvar32 = tempered_logvar(logvar.float(), temperature)
+    x = mean.float() + torch.exp(0.5 * logvar32) * eps
+    log_prob = (-0.5 * eps.square() - 0.5 * logvar32 - _HALF_LOG_2PI).sum(-1)
+    return x, log_prob

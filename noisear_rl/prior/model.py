@@ -1,0 +1,320 @@
+"""The NoiseAR prior: an autoregressive Gaussian over the patches of a diffusion model's initial noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import Tensor, nn
+
+from noisear_rl.prior.gaussian import gaussian_log_prob, sample_gaussian
+from noisear_rl.prior.layers import DecoderLayer, ResidualStyle
+from noisear_rl.prior.patching import num_patches, patchify, sinusoidal_positions, unpatchify
+
+
+@dataclass(frozen=True)
+class DecodeState:
+    """Everything incremental decoding carries from one patch to the next.
+
+    Attributes:
+        cross_kv: Per layer, keys/values of the condition (computed once per episode).
+        cross_mask: [B, 1, 1, L] bool mask of valid condition tokens, or None.
+        self_kv: Per layer, self-attention keys/values of the tokens seen so far.
+        num_done: Patches appended so far.
+        mean: [B, patch_dim] mean of the next patch (None once every patch is appended).
+        logvar: [B, patch_dim] log-variance of the next patch (None once done).
+    """
+
+    cross_kv: tuple[tuple[Tensor, Tensor], ...]
+    cross_mask: Tensor | None
+    self_kv: tuple[tuple[Tensor, Tensor], ...]
+    num_done: int
+    mean: Tensor | None
+    logvar: Tensor | None
+
+    @property
+    def batch_size(self) -> int:
+        return self.cross_kv[0][0].shape[0]
+
+
+class NoiseARPrior(ModelMixin, ConfigMixin):
+    """p(x_T | prompt) factorised over p x p patches of the initial latent in raster order.
+
+    A start token plus patch embeddings with sinusoidal positions pass through `n_layers`
+    decoder layers (causal self-attention, cross-attention to the condition sequence, FFN); the
+    output at position t parameterises a diagonal Gaussian over patch t through separate mean and
+    log-variance heads. The heads' last layers start near zero, so an untrained prior is close to
+    N(0, I). Defaults match the public NoiseAR release for SDXL.
+
+    Args:
+        latent_channels: C of the initial latent.
+        latent_height: H of the initial latent.
+        latent_width: W of the initial latent.
+        patch_size: p; H and W must be divisible by it.
+        cond_dim: Width of the condition sequence; a Linear maps it to d_model when they differ.
+        d_model: Transformer width.
+        d_ff: Feed-forward hidden width.
+        n_heads: Attention heads.
+        n_layers: Decoder layers.
+        dropout: Dropout in attention and feed-forward blocks (training only).
+        residual_style: "release" (`x = norm(x); x = f(x) + x`, as the public release) or "pre_norm".
+        head_init_scale: The heads' last layers start uniform in [-scale, scale] with zero bias.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        latent_height: int = 128,
+        latent_width: int = 128,
+        patch_size: int = 32,
+        cond_dim: int = 2048,
+        d_model: int = 2048,
+        d_ff: int = 4096,
+        n_heads: int = 1,
+        n_layers: int = 1,
+        dropout: float = 0.15,
+        residual_style: ResidualStyle = "release",
+        head_init_scale: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if latent_height % patch_size or latent_width % patch_size:
+            raise ValueError(
+                f"latent {latent_height}x{latent_width} is not divisible into {patch_size}x{patch_size} patches"
+            )
+        if residual_style not in ("release", "pre_norm"):
+            raise ValueError(f"residual_style must be 'release' or 'pre_norm', got {residual_style!r}")
+        patch_dim = latent_channels * patch_size * patch_size
+        self.patch_embed = nn.Sequential(
+            nn.Linear(patch_dim, patch_dim // 2), nn.SiLU(), nn.Linear(patch_dim // 2, d_model)
+        )
+        self.start_token = nn.Parameter(torch.randn(d_model) * 0.1)
+        self.cond_proj = nn.Linear(cond_dim, d_model) if cond_dim != d_model else nn.Identity()
+        self.layers = nn.ModuleList(
+            [DecoderLayer(d_model, d_ff, n_heads, dropout, residual_style) for _ in range(n_layers)]
+        )
+        self.mean_head = self._head(d_model, patch_dim, head_init_scale)
+        self.logvar_head = self._head(d_model, patch_dim, head_init_scale)
+        n = num_patches(latent_height, latent_width, patch_size)
+        self.register_buffer("positions", sinusoidal_positions(n + 1, d_model), persistent=False)
+
+    @staticmethod
+    def _head(d_model: int, out_dim: int, init_scale: float) -> nn.Sequential:
+        head = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, out_dim))
+        nn.init.uniform_(head[-1].weight, -init_scale, init_scale)
+        nn.init.zeros_(head[-1].bias)
+        return head
+
+    # ----------------------------------------------------------------------------------- shapes
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the noise this prior models."""
+        c = self.config
+        return (c.latent_channels, c.latent_height, c.latent_width)
+
+    @property
+    def num_patches(self) -> int:
+        """T, the number of patches (= actions per episode)."""
+        c = self.config
+        return num_patches(c.latent_height, c.latent_width, c.patch_size)
+
+    @property
+    def patch_dim(self) -> int:
+        """C * p * p, the number of elements in one patch."""
+        return self.config.latent_channels * self.config.patch_size**2
+
+    def patchify(self, noise_BCHW: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, T, C*p*p] in this prior's patch order."""
+        return patchify(noise_BCHW, self.config.patch_size)
+
+    def unpatchify(self, patches_BTD: Tensor) -> Tensor:
+        """[B, T, C*p*p] -> [B, C, H, W]."""
+        return unpatchify(patches_BTD, self.config.patch_size, *self.latent_shape)
+
+    # ------------------------------------------------------------------------------- validation
+    def _check_cond(self, cond: Tensor, cond_mask: Tensor | None, batch_size: int | None = None) -> None:
+        if not isinstance(cond, Tensor) or cond.ndim != 3 or cond.shape[-1] != self.config.cond_dim:
+            shape = tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__
+            raise ValueError(f"cond must be a tensor [B, L, {self.config.cond_dim}], got {shape}")
+        if batch_size is not None and cond.shape[0] != batch_size:
+            raise ValueError(f"cond has batch {cond.shape[0]} but noise has batch {batch_size}")
+        if not torch.isfinite(cond).all():
+            raise ValueError("cond contains NaN or inf")
+        if cond_mask is not None and cond_mask.shape != cond.shape[:2]:
+            raise ValueError(f"cond_mask must be [B, L] = {tuple(cond.shape[:2])}, got {tuple(cond_mask.shape)}")
+
+    def _check_noise(self, noise: Tensor) -> None:
+        if not isinstance(noise, Tensor) or noise.ndim != 4 or tuple(noise.shape[1:]) != self.latent_shape:
+            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"noise must be [B, {', '.join(map(str, self.latent_shape))}], got {shape}")
+        if not torch.isfinite(noise).all():
+            raise ValueError("noise contains NaN or inf")
+
+    # -------------------------------------------------------------------------------- internals
+    def _encode_cond(self, cond: Tensor, cond_mask: Tensor | None) -> tuple[tuple[tuple[Tensor, Tensor], ...], Tensor | None]:
+        cond = self.cond_proj(cond.to(self.dtype))
+        cross_kv = tuple(layer.cross_attn.project_key_value(cond) for layer in self.layers)
+        mask = None if cond_mask is None else cond_mask.bool()[:, None, None, :]
+        return cross_kv, mask
+
+    def _tokens(self, patches_BtD: Tensor, start_position: int) -> Tensor:
+        """Input tokens for positions start_position.. : embeddings of the given patches (which
+        occupy the positions after the start token) plus their positions."""
+        emb = self.patch_embed(patches_BtD.to(self.dtype))
+        return emb + self.positions[start_position : start_position + emb.shape[1]].to(emb.dtype)
+
+    def _start_tokens(self, batch_size: int) -> Tensor:
+        return (self.start_token + self.positions[0]).expand(batch_size, 1, -1)
+
+    def _run(
+        self,
+        x_BLD: Tensor,
+        cross_kv: tuple[tuple[Tensor, Tensor], ...],
+        cross_mask: Tensor | None,
+        self_kv: tuple[tuple[Tensor, Tensor], ...] | None,
+    ) -> tuple[Tensor, Tensor, tuple[tuple[Tensor, Tensor], ...]]:
+        new_kv = []
+        for i, layer in enumerate(self.layers):
+            x_BLD, kv = layer(x_BLD, cross_kv[i], cross_mask, None if self_kv is None else self_kv[i])
+            new_kv.append(kv)
+        return self.mean_head(x_BLD), self.logvar_head(x_BLD), tuple(new_kv)
+
+    # ---------------------------------------------------------------------------- teacher forced
+    def patch_params(self, noise: Tensor, cond: Tensor, cond_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher-forced Gaussian parameters of every patch in one pass: (mean, logvar) [B, T, C*p*p]."""
+        self._check_noise(noise)
+        self._check_cond(cond, cond_mask, noise.shape[0])
+        patches = self.patchify(noise)
+        x = torch.cat([self._start_tokens(noise.shape[0]), self._tokens(patches[:, :-1], 1)], dim=1)
+        cross_kv, mask = self._encode_cond(cond, cond_mask)
+        mean, logvar, _ = self._run(x, cross_kv, mask, None)
+        return mean, logvar
+
+    def forward(self, noise: Tensor, cond: Tensor, cond_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Teacher-forced per-element mean and (unclamped) log-variance, both [B, C, H, W]."""
+        mean, logvar = self.patch_params(noise, cond, cond_mask)
+        return self.unpatchify(mean), self.unpatchify(logvar)
+
+    def log_prob(
+        self,
+        noise: Tensor,
+        cond: Tensor,
+        cond_mask: Tensor | None = None,
+        per_patch: bool = False,
+        temperature: float = 1.0,
+    ) -> Tensor:
+        """Exact log-density of `noise` given `cond`: [B], or [B, T] per patch with `per_patch=True`.
+
+        `temperature` scales every predicted std, as in `sample`, so a sample's log-prob can be
+        recomputed under the distribution it was drawn from.
+        """
+        mean, logvar = self.patch_params(noise, cond, cond_mask)
+        per_element = gaussian_log_prob(self.patchify(noise), mean, logvar, temperature)
+        per_patch_logp = per_element.sum(-1)
+        return per_patch_logp if per_patch else per_patch_logp.sum(-1)
+
+    def nll_loss(
+        self,
+        noise: Tensor,
+        cond: Tensor,
+        cond_mask: Tensor | None = None,
+        recon_weight: float = 0.2,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The paper's objective: per-element NLL plus `recon_weight` x MSE between a reparameterised
+        sample (teacher-forced) and the ground-truth noise. Both terms are means over elements."""
+        mean, logvar = self.patch_params(noise, cond, cond_mask)
+        target = self.patchify(noise)
+        nll = -gaussian_log_prob(target, mean, logvar).mean()
+        if recon_weight == 0:
+            return nll
+        sample, _ = sample_gaussian(mean, logvar, generator)
+        # sample_gaussian detaches nothing: gradients flow through mean and std (reparameterisation).
+        return nll + recon_weight * (sample - target.float()).square().mean()
+
+    # ------------------------------------------------------------------------- incremental decode
+    def start(self, cond: Tensor, cond_mask: Tensor | None = None) -> DecodeState:
+        """Begins decoding: encodes the condition once and predicts the first patch's Gaussian."""
+        self._check_cond(cond, cond_mask)
+        cross_kv, mask = self._encode_cond(cond, cond_mask)
+        mean, logvar, self_kv = self._run(self._start_tokens(cond.shape[0]), cross_kv, mask, None)
+        return DecodeState(cross_kv, mask, self_kv, 0, mean[:, -1], logvar[:, -1])
+
+    def advance(self, state: DecodeState, patch_BD: Tensor) -> DecodeState:
+        """Appends the chosen patch [B, C*p*p]; returns the state holding the next patch's Gaussian.
+
+        After the last patch the returned state has `mean = logvar = None`.
+        """
+        if state.mean is None:
+            raise ValueError(f"all {self.num_patches} patches are already decoded")
+        if patch_BD.shape != (state.batch_size, self.patch_dim):
+            raise ValueError(f"patch must be [{state.batch_size}, {self.patch_dim}], got {tuple(patch_BD.shape)}")
+        if not torch.isfinite(patch_BD).all():
+            raise ValueError("patch contains NaN or inf")
+        num_done = state.num_done + 1
+        if num_done == self.num_patches:
+            return replace(state, num_done=num_done, mean=None, logvar=None)
+        x = self._tokens(patch_BD[:, None, :], num_done)
+        mean, logvar, self_kv = self._run(x, state.cross_kv, state.cross_mask, state.self_kv)
+        return DecodeState(state.cross_kv, state.cross_mask, self_kv, num_done, mean[:, -1], logvar[:, -1])
+
+    def _next_params_recomputed(self, patches_BtD: Tensor, cond: Tensor, cond_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The next patch's Gaussian from a full causal pass over the prefix (no cache)."""
+        x = torch.cat([self._start_tokens(cond.shape[0]), self._tokens(patches_BtD, 1)], dim=1)
+        cross_kv, mask = self._encode_cond(cond, cond_mask)
+        mean, logvar, _ = self._run(x, cross_kv, mask, None)
+        return mean[:, -1], logvar[:, -1]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: Tensor,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+        return_log_prob: bool = False,
+        cond_mask: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Samples noise [B, C, H, W] patch by patch (float32, on cond's device).
+
+        Args:
+            cond: [B, L, cond_dim] condition.
+            generator: Source of the standard normals (one [B, C*p*p] draw per patch, in order).
+            temperature: Multiplies every predicted std (the release samples at 0.5).
+            use_cache: Reuse keys/values (cost linear in T); False recomputes the prefix every step.
+            return_log_prob: Also return the [B] log-density of the sample under the sampling distribution.
+            cond_mask: Optional [B, L] mask of valid condition tokens.
+        """
+        self._check_cond(cond, cond_mask)
+        patches, log_probs = [], []
+        state = self.start(cond, cond_mask) if use_cache else None
+        mean, logvar = (state.mean, state.logvar) if state else self._next_params_recomputed(
+            cond.new_zeros(cond.shape[0], 0, self.patch_dim), cond, cond_mask
+        )
+        for t in range(self.num_patches):
+            patch, logp = sample_gaussian(mean, logvar, generator, temperature)
+            patches.append(patch)
+            log_probs.append(logp)
+            if t + 1 == self.num_patches:
+                break
+            if state is not None:
+                state = self.advance(state, patch)
+                mean, logvar = state.mean, state.logvar
+            else:
+                mean, logvar = self._next_params_recomputed(torch.stack(patches, 1), cond, cond_mask)
+        noise = self.unpatchify(torch.stack(patches, dim=1))
+        return (noise, torch.stack(log_probs, 1).sum(1)) if return_log_prob else noise
+
+    # ------------------------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_release_checkpoint(cls, path: str, **config) -> NoiseARPrior:
+        """Loads a `.pth` state dict of the public NoiseAR release (weights-only loading).
+
+        Architecture sizes are read from the weights; `config` sets the rest (latent shape, n_heads,
+        dropout). See `noisear_rl.prior.release` for the name mapping.
+        """
+        from noisear_rl.prior.release import load_release_checkpoint
+
+        return load_release_checkpoint(cls, path, **config)
