@@ -1,1 +1,23 @@
-"""Gymnasium environments where each patch of the initial noise is an action."""
+"""Gymnasium environments where each patch of the initial noise is an action.
+
+`NoiseEnv` (one episode) and `NoiseVectorEnv` (N episodes in lockstep, one batched pipeline call)
+are registered as `NoiseAR-Shapes-v0`, `NoiseAR-SDXL-v0`, `NoiseAR-DreamShaper-v0` and
+`NoiseAR-HunyuanDiT-v0` on `import noisear_rl`. `NoiseARPolicy` acts on their observations with a
+prior; `collect_rollouts` runs episodes into a `RolloutBatch`.
+"""
+
+from noisear_rl.envs.noise_env import NoiseEnv
+from noisear_rl.envs.policy import NoiseARPolicy
+from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
+from noisear_rl.envs.vector import NoiseVectorEnv
+from noisear_rl.envs.world import FinishedEpisodes, NoiseWorld
+
+__all__ = [
+    "FinishedEpisodes",
+    "NoiseARPolicy",
+    "NoiseEnv",
+    "NoiseVectorEnv",
+    "NoiseWorld",
+    "RolloutBatch",
+    "collect_rollouts",
+]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from noisear_rl.envs.policy import NoiseARPolicy
 from noisear_rl.pipelines.base import Condition
 
 
@@ -49,3 +52,53 @@ class RolloutBatch:
             details={k: torch.cat([b.details[k] for b in batches]) for k in keys},
             images=None if any(i is None for i in images) else torch.cat(images),  # type: ignore[arg-type]
         )
+
+
+def collect_rollouts(
+    venv: Any,
+    policy: NoiseARPolicy,
+    prompts: list[str],
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> RolloutBatch:
+    """Runs one episode per prompt through a `NoiseVectorEnv`, in lockstep chunks of `num_envs`.
+
+    A last chunk shorter than `num_envs` is padded with repeats of its own prompts, and the padding
+    is dropped from the result.
+
+    Args:
+        venv: A `NoiseVectorEnv`, possibly wrapped (its `.unwrapped` is used).
+        policy: Acts on the observations; its log-probs become `RolloutBatch.log_probs`.
+        prompts: One episode per prompt.
+        generator: Source of the policy's standard normals.
+        progress: Show a progress bar over chunks.
+    """
+    from tqdm.auto import tqdm
+
+    env = venv.unwrapped
+    n = env.num_envs
+    batches = []
+    chunks = [prompts[i : i + n] for i in range(0, len(prompts), n)]
+    for chunk in tqdm(chunks, desc="rollouts", disable=not progress):
+        padded = [chunk[i % len(chunk)] for i in range(n)]
+        obs, _ = env.reset(options={"prompts": padded})
+        log_probs = []
+        terminated = np.zeros(n, dtype=bool)
+        while not terminated.all():
+            action, log_prob = policy.act(obs, generator)
+            log_probs.append(log_prob.float().cpu())
+            obs, _, terminated, _, _ = env.step(action)
+        episode = env.last_episode
+        keep = len(chunk)
+        batches.append(
+            RolloutBatch(
+                prompts=episode.prompts[:keep],
+                cond=episode.cond[:keep],
+                noise=episode.noise[:keep],
+                log_probs=torch.stack(log_probs, 1)[:keep],
+                rewards=episode.rewards[:keep],
+                details={k: v[:keep] for k, v in episode.details.items()},
+                images=episode.images[:keep] if env.return_image else None,
+            )
+        )
+    return RolloutBatch.cat(batches)

@@ -1,0 +1,120 @@
+"""The noise MDP as a Gymnasium environment: each patch of the initial noise is an action."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from noisear_rl.envs.world import NoiseWorld
+from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.reward_models import RewardModel
+
+
+class NoiseEnv(gym.Env):
+    """One prompt per episode; T patch actions; the last one denoises the noise and scores it.
+
+    Observation: {"cond": [L, D] the prompt's condition (encoded once per prompt), "patches":
+    [T, C*p*p] the patches chosen so far (zeros after), "num_done": how many}. Action: the next
+    patch [C*p*p] of unit-variance noise. Reward: 0 until the last patch; then the composite reward
+    of the image denoised by the frozen pipeline, and the episode terminates. `info` carries the
+    prompt, the reward details and components, and with `return_image=True` the image [3, H, W].
+
+    `reset(seed=..., options={"prompt": "..."})` uses the given prompt, else draws one from the
+    prompt source with the env's seeded generator. See `NoiseWorld` for the constructor arguments;
+    `return_image` and `render_mode` ("rgb_array") are the env's own.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+
+    def __init__(
+        self,
+        backend: str | DiffusionBackend = "shapes",
+        model: str | None = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype = "float32",
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        reward: str | RewardModel | None = None,
+        prompts: str | Sequence[str] | None = None,
+        patch_size: int | None = None,
+        return_image: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.world = NoiseWorld(
+            backend, model, device, dtype, num_inference_steps, guidance_scale, reward, prompts, patch_size
+        )
+        self.render_mode = render_mode
+        self.return_image = return_image
+        cond_length = self.world.encode(self.world.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
+        self.observation_space = self.world.observation_space(cond_length)
+        self.action_space = self.world.action_space()
+        self.prompt: str | None = None
+        self.cond: Condition | None = None
+        self._patches = np.zeros((self.world.num_patches, self.world.patch_dim), np.float32)
+        self._num_done = 0
+        self._terminated = True
+        self._image: np.ndarray | None = None
+
+    @property
+    def backend(self) -> DiffusionBackend:
+        return self.world.backend
+
+    def _observation(self) -> dict[str, Any]:
+        assert self.cond is not None
+        return {
+            "cond": self.cond.embeds[0].float().numpy().copy(),
+            "patches": self._patches.copy(),
+            "num_done": self._num_done,
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"prompt"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['prompt']")
+        prompt = options.get("prompt") or self.world.sample_prompts(1, self.np_random)[0]
+        self.cond = self.world.encode([prompt])  # validates the prompt before anything changes
+        self.prompt = prompt
+        self._patches[:] = 0
+        self._num_done = 0
+        self._terminated = False
+        self._image = None
+        return self._observation(), {"prompt": prompt}
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        if self._terminated:
+            raise RuntimeError("the episode has ended (or never started): call reset() first")
+        patch = self.world.check_actions(action, batch_size=None)
+        self._patches[self._num_done] = patch
+        self._num_done += 1
+        info: dict[str, Any] = {"prompt": self.prompt}
+        if self._num_done < self.world.num_patches:
+            return self._observation(), 0.0, False, False, info
+        assert self.cond is not None and self.prompt is not None
+        noise = self.world.patches_to_noise(self._patches[None])
+        scored = self.world.score(noise, self.cond, [self.prompt], seed=int(self.np_random.integers(2**31)))
+        self._terminated = True
+        self._image = (scored.images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        info.update({k: v[0].item() for k, v in scored.details.items()})
+        if self.return_image:
+            info["image"] = scored.images[0].numpy()
+        return self._observation(), float(scored.rewards[0]), True, False, info
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """The noise [C, H, W] assembled from the patches chosen so far (zeros for the rest)."""
+        return self.world.patches_to_noise(self._patches[None])[0]
+
+    def render(self) -> np.ndarray | None:
+        """The last episode's image as uint8 [H, W, 3] (None before the first episode ends)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; create the env with render_mode='rgb_array'")
+            return None
+        return self._image

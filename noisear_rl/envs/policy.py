@@ -1,0 +1,61 @@
+"""The NoiseAR prior as a Gaussian policy over the environment's patch actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noisear_rl.prior.gaussian import sample_gaussian
+from noisear_rl.prior.model import DecodeState, NoiseARPrior
+
+
+class NoiseARPolicy:
+    """Acts on `NoiseEnv` / `NoiseVectorEnv` observations with a `NoiseARPrior`.
+
+    It keeps the prior's incremental decoding state between steps, so an episode costs one pass
+    over the patches (KV cache), not one pass per step. Drawing the standard normals from the same
+    generator in the same order as `prior.sample`, an episode gives the same noise and log-prob as
+    `prior.sample(cond, generator=g, temperature=t, return_log_prob=True)`.
+
+    Args:
+        prior: The prior; its patch size and latent shape must match the environment's.
+        temperature: Multiplies every predicted std.
+    """
+
+    def __init__(self, prior: NoiseARPrior, temperature: float = 1.0) -> None:
+        self.prior = prior
+        self.temperature = temperature
+        self._state: DecodeState | None = None
+
+    def _as_tensor(self, value: Any) -> Tensor:
+        return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value, device=self.prior.device)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The next patch and its log-prob, for a single or a batched observation.
+
+        Returns:
+            (action [P] or [N, P] float32, log_prob [] or [N]) on the prior's device.
+        """
+        cond = self._as_tensor(obs["cond"]).float()
+        single = cond.ndim == 2
+        if single:
+            cond = cond[None]
+        num_done = int(np.asarray(obs["num_done"]).reshape(-1)[0])
+        if num_done == 0:
+            self._state = self.prior.start(cond.to(self.prior.dtype))
+        else:
+            if self._state is None or self._state.num_done != num_done - 1 or self._state.batch_size != cond.shape[0]:
+                raise RuntimeError(
+                    "the policy lost track of the episode (it must act on every step from reset); "
+                    f"observation has {num_done} patches done"
+                )
+            patches = self._as_tensor(obs["patches"]).float()
+            patches = patches[None] if single else patches
+            self._state = self.prior.advance(self._state, patches[:, num_done - 1])
+        assert self._state.mean is not None and self._state.logvar is not None
+        action, log_prob = sample_gaussian(self._state.mean, self._state.logvar, generator, self.temperature)
+        return (action[0], log_prob[0]) if single else (action, log_prob)

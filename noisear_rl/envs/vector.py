@@ -1,0 +1,136 @@
+"""A natively batched vector version of `NoiseEnv`: N episodes in lockstep, one pipeline call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from noisear_rl.envs.world import FinishedEpisodes, NoiseWorld
+from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.reward_models import RewardModel
+
+
+class NoiseVectorEnv(VectorEnv):
+    """N noise episodes stepped in lockstep (every episode has T steps).
+
+    All N noises are denoised in one batched pipeline call and scored in one reward call when
+    the last patch arrives. Autoreset follows Gymnasium's default NEXT_STEP mode: the step after
+    the episodes end resets them (its actions are ignored, its rewards are 0).
+
+    `reset(seed=..., options={"prompts": [...N prompts...]})` uses the given prompts, else draws
+    N from the prompt source. After the last step, `last_episode` (a `FinishedEpisodes`) holds the
+    prompts, condition, noise, images, rewards and reward details of the finished episodes. Infos hold numbers only
+    (reward details, and images with `return_image=True`) so that
+    `gymnasium.wrappers.vector.NumpyToTorch` can convert them; the prompts are `self.prompts`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        backend: str | DiffusionBackend = "shapes",
+        model: str | None = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype = "float32",
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        reward: str | RewardModel | None = None,
+        prompts: str | Sequence[str] | None = None,
+        patch_size: int | None = None,
+        return_image: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.world = NoiseWorld(
+            backend, model, device, dtype, num_inference_steps, guidance_scale, reward, prompts, patch_size
+        )
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.return_image = return_image
+        cond_length = self.world.encode(self.world.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
+        self.single_observation_space = self.world.observation_space(cond_length)
+        self.single_action_space = self.world.action_space()
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.prompts: list[str] = []
+        self.cond: Condition | None = None
+        self._patches = np.zeros((num_envs, self.world.num_patches, self.world.patch_dim), np.float32)
+        self._num_done = 0
+        self._started = False
+        self._autoreset = False
+        self.last_episode: FinishedEpisodes | None = None
+
+    @property
+    def backend(self) -> DiffusionBackend:
+        return self.world.backend
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        assert self.cond is not None
+        return {
+            "cond": self.cond.embeds.float().numpy().copy(),
+            "patches": self._patches.copy(),
+            "num_done": np.full(self.num_envs, self._num_done, dtype=np.int64),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"prompts"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['prompts']")
+        prompts = options.get("prompts")
+        if prompts is None:
+            prompts = self.world.sample_prompts(self.num_envs, self.np_random)
+        if isinstance(prompts, str) or len(prompts) != self.num_envs:
+            raise ValueError(f"options['prompts'] must be a list of {self.num_envs} prompts")
+        self.cond = self.world.encode(list(prompts))
+        self.prompts = list(prompts)
+        self._patches[:] = 0
+        self._num_done = 0
+        self._started = True
+        self._autoreset = False
+        return self._observation(), {}
+
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        zeros = np.zeros(self.num_envs, dtype=np.float64)
+        false = np.zeros(self.num_envs, dtype=bool)
+        if self._autoreset:
+            obs, info = self.reset()
+            return obs, zeros, false, false.copy(), info
+        patches = self.world.check_actions(actions, batch_size=self.num_envs)
+        self._patches[:, self._num_done] = patches
+        self._num_done += 1
+        infos: dict[str, Any] = {}
+        if self._num_done < self.world.num_patches:
+            return self._observation(), zeros, false, false.copy(), infos
+        assert self.cond is not None
+        noise = self.world.patches_to_noise(self._patches)
+        scored = self.world.score(noise, self.cond, self.prompts, seed=int(self.np_random.integers(2**31)))
+        self.last_episode = scored
+        self._autoreset = True
+        for key, value in scored.details.items():
+            infos[key] = value.numpy()
+        if self.return_image:
+            infos["image"] = scored.images.numpy()
+        done = np.ones(self.num_envs, dtype=bool)
+        return self._observation(), scored.rewards.double().numpy(), done, false.copy(), infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """The last episodes' images as uint8 [H, W, 3] arrays (None before any episode ends)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; create the env with render_mode='rgb_array'")
+            return None
+        if self.last_episode is None:
+            return None
+        images = (self.last_episode.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        return tuple(images)
