@@ -100,7 +100,7 @@ class NoiseWorld:
         )
         if reward is None:
             reward = "shapes" if name == "shapes" or "Shapes" in name else "imagereward"
-        self.reward = (load_reward(reward) if isinstance(reward, str) else reward).to(device)
+        self.reward = load_reward(reward, device=device) if isinstance(reward, str) else reward.to(device)
         self.sample_prompts = make_prompt_source(name, prompts)
         self.patch_size = patch_size or DEFAULT_PATCH_SIZE.get(name, 32)
         channels, height, width = self.backend.latent_shape

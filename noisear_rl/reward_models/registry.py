@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from noisear_rl.registry import Registry
@@ -15,15 +16,35 @@ REWARDS: Registry[Any] = Registry("reward model", "noisear_rl.reward_models")
 
 
 class FunctionReward(RewardModel):
-    """Wraps a plain function `fn(images, prompts) -> Tensor[B]` as a `RewardModel`."""
+    """Wraps a plain function `fn(images, prompts, **kwargs) -> Tensor[B]` as a `RewardModel`.
 
-    def __init__(self, fn: Callable[..., Tensor], differentiable: bool = False, **kwargs: Any) -> None:
+    Args:
+        fn: The reward function.
+        device: Where `fn` receives the images (an empty buffer records it, so `.to()` moves it).
+        differentiable: Run `fn` with gradients enabled.
+        **kwargs: Extra keyword arguments passed to every call of `fn`.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Tensor],
+        device: torch.device | str | None = None,
+        differentiable: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(differentiable=differentiable)
+        try:
+            inspect.signature(fn).bind(None, [], **kwargs)
+        except TypeError as err:
+            name = getattr(fn, "__name__", repr(fn))
+            raise TypeError(f"reward function {name} cannot take the arguments {sorted(kwargs)}: {err}") from None
         self.fn = fn
         self.kwargs = kwargs
+        self.register_buffer("device_anchor", torch.empty(0, device=device), persistent=False)
 
     def compute(self, images: Tensor, prompts: list[str]) -> RewardOutput:
-        return RewardOutput(scores=self.fn(images, prompts, **self.kwargs).float())
+        scores = self.fn(images, prompts, **self.kwargs)
+        return RewardOutput(scores=torch.as_tensor(scores, dtype=torch.float32, device=images.device))
 
 
 def register_reward(name: str) -> Callable[[Any], Any]:
