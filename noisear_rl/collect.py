@@ -1,0 +1,347 @@
+"""Collect (prompt, golden noise) pairs, the NoiseAR prior's training data.
+
+For each prompt, K random noises x_T each become a golden noise (one DDIM step at high guidance,
+one DDIM inversion step at guidance 1; `noisear_rl.pipelines.golden`), optionally kept only when
+a reward model prefers the golden noise's image. Output: see `noisear_rl.data` (sharded
+safetensors, prompts JSONL, manifest).
+
+Shard i always covers the same prompts and draws its noises from a generator seeded by
+(seed, i) alone, so a rerun of the same command regenerates exactly the missing shards, with the
+same content an uninterrupted run would have written. Example:
+
+    python -m noisear_rl.collect --backend shapes --num-prompts 500 --out data/shapes_golden
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from noisear_rl.data import (
+    MANIFEST,
+    PROMPTS,
+    SHARD_DIR,
+    list_shards,
+    read_manifest,
+    read_prompt_file,
+    shard_path,
+    shard_rows,
+    write_manifest,
+    write_prompts,
+    write_shard,
+)
+from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.pipelines.golden import golden_noise
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FORMAT = "noisear-rl golden-noise v1"
+# Settings that may change between a run and its resumption without changing what is written.
+_RESUMABLE_CHANGES = ("out", "device", "batch_size", "overwrite", "progress", "threads")
+
+
+@dataclass
+class CollectConfig:
+    """Golden-noise data collection (`python -m noisear_rl.collect`)."""
+
+    out: Path = Path("data/golden")
+    """Output folder; rerunning the same command there resumes an interrupted collection."""
+    backend: str = "shapes"
+    """Diffusion backend: shapes, sdxl, dreamshaper, hunyuan-dit, tiny-sdxl, tiny-hunyuan-dit."""
+    model: str | None = None
+    """Hub id or local folder of the backend's weights (default: the backend's own)."""
+    device: str = "cpu"
+    """Device the backend (and reward) run on: cpu, cuda, cuda:1, ..."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Backend weights/activations dtype (float16 or bfloat16 for SDXL-size models on a GPU)."""
+    prompts: Path | None = None
+    """Prompt file: one prompt a line, or .jsonl with a "prompt" field. None: the world's own
+    prompt generator (Shapes: `noisear_rl.pipelines.shapes.sample_prompts`)."""
+    num_prompts: int | None = 500
+    """Number of prompts: drawn from the world's generator, or the first N of --prompts (None: all)."""
+    prompt_seed: int = 0
+    """Seed of the world's prompt generator."""
+    noises_per_prompt: int = 40
+    """K: random noises per prompt, each giving one (noise, golden noise) pair (the release used 40)."""
+    guidance_scale: float | None = None
+    """CFG of the DDIM denoising step (None: the backend's own; SDXL 5.5, as the release)."""
+    inversion_guidance_scale: float = 1.0
+    """CFG of the DDIM inversion step (the release used 1.0)."""
+    golden_steps: int | None = None
+    """Inference-step count whose first two timesteps the step and the inversion use (None: the backend's)."""
+    num_inference_steps: int | None = None
+    """Denoising steps of the backend when generating images for reward filtering (None: its own)."""
+    prompts_per_shard: int = 16
+    """Prompts per shard (a shard holds prompts_per_shard x K candidate pairs)."""
+    batch_size: int = 64
+    """Noises sent through the backend at once."""
+    seed: int = 0
+    """Seed of the noises (shard i uses a generator seeded by (seed, i))."""
+    storage_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Dtype noises are stored in (float16 halves the disk size of SDXL-size latents)."""
+    reward: str | None = None
+    """Reward model (a `load_reward` name or spec) for filtering; None keeps every pair."""
+    reward_threshold: float = 0.0
+    """With --reward: keep a pair when reward(golden image) - reward(original image) > threshold."""
+    overwrite: bool = False
+    """Delete an existing collection in --out (with different settings) instead of refusing."""
+    progress: bool = True
+    """Show a progress bar."""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default; 1 is fastest for small models on a busy CPU)."""
+
+
+def collect(
+    config: CollectConfig,
+    backend: DiffusionBackend | None = None,
+    on_shard_done: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) a collection; returns its manifest.
+
+    Args:
+        config: The settings.
+        backend: An already-built backend to use instead of `load_backend(config.backend, ...)`.
+        on_shard_done: Called with each shard index right after that shard is on disk.
+
+    Raises:
+        ValueError: `config.out` holds a collection made with other settings (and not `overwrite`).
+    """
+    started = time.perf_counter()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    _check_config(config)
+    prompts = _load_prompts(config)
+    settings = _settings(config, prompts)
+    _prepare_folder(out, settings, config.overwrite)
+
+    backend = backend if backend is not None else _build_backend(config)
+    timesteps = backend.timesteps(config.golden_steps)
+    guidance = backend.guidance_scale if config.guidance_scale is None else config.guidance_scale
+    reward = None
+    if config.reward is not None:
+        from noisear_rl.reward_models import load_reward
+
+        reward = load_reward(config.reward).to(config.device)
+
+    num_shards = math.ceil(len(prompts) / config.prompts_per_shard)
+    manifest = read_manifest(out) if (out / MANIFEST).is_file() else {}
+    manifest.update(
+        format=FORMAT,
+        settings=settings,
+        backend={
+            "name": config.backend,
+            "class": type(backend).__name__,
+            "num_inference_steps": backend.num_inference_steps,
+            "guidance_scale": backend.guidance_scale,
+            "cond_dim": backend.cond_dim,
+        },
+        latent_shape=list(backend.latent_shape),
+        golden={
+            "guidance_scale": guidance,
+            "inversion_guidance_scale": config.inversion_guidance_scale,
+            "timesteps": [int(t) for t in timesteps[:2]],
+        },
+        num_prompts=len(prompts),
+        num_shards=num_shards,
+        complete=False,
+    )
+    if not (out / PROMPTS).is_file():
+        write_prompts(out / PROMPTS, prompts)
+    write_manifest(out, manifest)
+
+    pending = [i for i in range(num_shards) if shard_rows(shard_path(out, i)) is None]
+    progress = _progress_bar(config, total=num_shards, initial=num_shards - len(pending))
+    for index in pending:
+        start = index * config.prompts_per_shard
+        tensors = _collect_shard(
+            backend,
+            config,
+            prompts,
+            start,
+            min(start + config.prompts_per_shard, len(prompts)),
+            index,
+            guidance,
+            reward,
+        )
+        write_shard(shard_path(out, index), tensors, metadata={"shard": str(index), "format": FORMAT})
+        progress.update(1)
+        if on_shard_done is not None:
+            on_shard_done(index)
+    progress.close()
+
+    rows = [shard_rows(path) or 0 for path in list_shards(out)]
+    elapsed = time.perf_counter() - started
+    manifest.update(complete=True, num_pairs=sum(rows), num_candidates=len(prompts) * config.noises_per_prompt)
+    manifest.setdefault("runs", []).append(
+        {
+            "shards_written": len(pending),
+            "seconds": round(elapsed, 2),
+            "device": config.device,
+            "finished": time.ctime(),
+        }
+    )
+    write_manifest(out, manifest)
+    return manifest
+
+
+@torch.no_grad()
+def _collect_shard(
+    backend: DiffusionBackend,
+    config: CollectConfig,
+    prompts: list[str],
+    start: int,
+    stop: int,
+    index: int,
+    guidance: float,
+    reward: torch.nn.Module | None,
+) -> dict[str, Tensor]:
+    """The pairs of prompts[start:stop], K noises each, prompt-major; filtered when `reward` is set."""
+    k = config.noises_per_prompt
+    cond = backend.encode(prompts[start:stop])
+    local_prompt = torch.arange(stop - start).repeat_interleave(k)
+    generator = torch.Generator("cpu").manual_seed(_shard_seed(config.seed, index))
+    noise = torch.randn((len(local_prompt), *backend.latent_shape), generator=generator)
+    golden_parts, reward_parts = [], []
+    for first in range(0, len(local_prompt), config.batch_size):
+        rows = local_prompt[first : first + config.batch_size]
+        rows_cond = cond[rows]
+        x_T = noise[first : first + config.batch_size].to(backend.device)
+        golden = golden_noise(backend, x_T, rows_cond, guidance, config.inversion_guidance_scale, config.golden_steps)
+        golden_parts.append(golden.cpu())
+        if reward is not None:
+            reward_parts.append(
+                _rewards(backend, reward, x_T, golden, rows_cond, [prompts[start + int(r)] for r in rows], generator)
+            )
+    storage = DTYPES[config.storage_dtype]
+    tensors = {
+        "noise": noise.to(storage),
+        "golden": torch.cat(golden_parts).to(storage),
+        "prompt_index": (local_prompt + start).long(),
+        "noise_index": torch.arange(k).repeat(stop - start).long(),
+    }
+    if reward_parts:
+        original, better = (torch.cat(column) for column in zip(*reward_parts, strict=True))
+        tensors.update(reward_original=original, reward_golden=better)
+        keep = (better - original) > config.reward_threshold
+        tensors = {key: value[keep] for key, value in tensors.items()}
+    return tensors
+
+
+def _rewards(
+    backend: DiffusionBackend,
+    reward: torch.nn.Module,
+    noise: Tensor,
+    golden: Tensor,
+    cond: Condition,
+    prompts: list[str],
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Rewards of the images generated from the original and from the golden noises.
+
+    Both generations use the same sampler seed, so only the initial noise differs.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    original = backend.generate(noise, cond, torch.Generator("cpu").manual_seed(seed))
+    better = backend.generate(golden.to(backend.device), cond, torch.Generator("cpu").manual_seed(seed))
+    return reward(original, prompts).float().cpu(), reward(better, prompts).float().cpu()
+
+
+def _shard_seed(seed: int, index: int) -> int:
+    """A 63-bit seed determined by (seed, shard index) alone."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _check_config(config: CollectConfig) -> None:
+    for name in ("noises_per_prompt", "prompts_per_shard", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.num_prompts is not None and config.num_prompts < 1:
+        raise ValueError(f"num_prompts must be >= 1 (or None for all of --prompts), got {config.num_prompts}")
+
+
+def _load_prompts(config: CollectConfig) -> list[str]:
+    """The prompt list: from --prompts, else from the world's generator."""
+    if config.prompts is not None:
+        prompts = read_prompt_file(config.prompts)
+        return prompts[: config.num_prompts] if config.num_prompts is not None else prompts
+    if config.backend != "shapes":
+        raise ValueError(f"backend {config.backend!r} has no prompt generator of its own; pass --prompts FILE")
+    if config.num_prompts is None:
+        raise ValueError("the Shapes prompt generator needs --num-prompts N")
+    from noisear_rl.pipelines.shapes import sample_prompts
+
+    return list(sample_prompts(config.num_prompts, config.prompt_seed))
+
+
+def _settings(config: CollectConfig, prompts: list[str]) -> dict[str, Any]:
+    """Everything that determines the content of the collection (compared when resuming)."""
+    settings = {key: value for key, value in asdict(config).items() if key not in _RESUMABLE_CHANGES}
+    settings["prompts"] = None if config.prompts is None else str(config.prompts)
+    settings["prompts_sha256"] = hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+    return settings
+
+
+def _prepare_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Creates `out`, or checks that the collection already there has the same settings."""
+    if (out / MANIFEST).is_file():
+        previous = read_manifest(out).get("settings", {})
+        changed = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
+        if changed and not overwrite:
+            raise ValueError(
+                f"{str(out)!r} holds a collection with other settings ({', '.join(changed)}); "
+                "use another --out, the same settings to resume, or --overwrite to delete it"
+            )
+        if changed:
+            for path in list_shards(out):
+                path.unlink()
+            (out / PROMPTS).unlink(missing_ok=True)
+            (out / MANIFEST).unlink()
+    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in (out / SHARD_DIR).glob(".shard-*.tmp"):  # left by a killed run mid-write
+        stale.unlink()
+
+
+def _build_backend(config: CollectConfig) -> DiffusionBackend:
+    from noisear_rl.pipelines.factory import load_backend
+
+    kwargs: dict[str, Any] = {"device": config.device, "dtype": DTYPES[config.dtype]}
+    if config.model is not None:
+        kwargs["model"] = config.model
+    if config.num_inference_steps is not None:
+        kwargs["num_inference_steps"] = config.num_inference_steps
+    backend = load_backend(config.backend, **kwargs)
+    if hasattr(backend, "batch_size"):  # the diffusers backends' own chunking (encode, generate)
+        backend.batch_size = config.batch_size
+    return backend
+
+
+def _progress_bar(config: CollectConfig, total: int, initial: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="shard", desc="golden noise", disable=not config.progress)
+
+
+def main() -> None:
+    """CLI entry point: `python -m noisear_rl.collect --help`."""
+    import tyro
+
+    config = tyro.cli(CollectConfig, description=__doc__)
+    manifest = collect(config)
+    runs = manifest["runs"][-1]
+    print(
+        f"{manifest['num_pairs']} pairs ({manifest['num_candidates']} candidates) in {config.out}; "
+        f"this run wrote {runs['shards_written']} shards in {runs['seconds']:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""`load_backend(name, **kwargs)`: builds a diffusion backend by name, importing it lazily.
+
+Importing this module imports no backend: SDXL, Hunyuan-DiT and the Shapes world each load
+diffusers/transformers pieces only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from noisear_rl.pipelines.base import DiffusionBackend
+
+# name -> "module:attribute" of a DiffusionBackend class or a factory function returning one.
+BACKENDS: dict[str, str] = {
+    "shapes": "noisear_rl.pipelines.shapes:ShapesBackend",
+    "sdxl": "noisear_rl.pipelines.sdxl:SDXLBackend",
+    "dreamshaper": "noisear_rl.pipelines.sdxl:DreamShaperBackend",
+    "hunyuan-dit": "noisear_rl.pipelines.hunyuan:HunyuanDiTBackend",
+    # Random-weight pipelines built from configs (no downloads): smoke runs and tests.
+    "tiny-sdxl": "noisear_rl.pipelines.tiny:tiny_sdxl_backend",
+    "tiny-hunyuan-dit": "noisear_rl.pipelines.tiny:tiny_hunyuan_backend",
+}
+
+
+def list_backends() -> list[str]:
+    """The names `load_backend` accepts."""
+    return sorted(BACKENDS)
+
+
+def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBackend:
+    """Builds the backend registered as `name`.
+
+    Args:
+        name: One of `list_backends()` ("shapes", "sdxl", "dreamshaper", "hunyuan-dit",
+            "tiny-sdxl", "tiny-hunyuan-dit"), or an already-built backend, returned as is.
+        **kwargs: Passed to the backend's constructor: `model` (hub id or local folder),
+            `device`, `dtype`, `num_inference_steps`, `guidance_scale`, ... For "shapes",
+            `model` is passed on as the Shapes world's `model_path`.
+
+    Raises:
+        KeyError: Unknown name; the message lists the valid names.
+    """
+    if isinstance(name, DiffusionBackend):
+        if kwargs:
+            raise TypeError(f"got an already-built backend and constructor arguments {sorted(kwargs)}")
+        return name
+    if name not in BACKENDS:
+        raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
+    if name == "shapes" and "model" in kwargs:
+        kwargs["model_path"] = kwargs.pop("model")
+    module_name, attribute = BACKENDS[name].split(":")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    return factory(**kwargs)
