@@ -1,0 +1,198 @@
+"""The Shapes world: its vocabulary, prompt grammar, prompt generators and ground-truth renderer.
+
+Images are 32x32 RGB on black with one or two objects. Each object has a colour, a shape and a
+position; size and placement are jittered. Two-object prompts put the objects at opposite
+positions ("... on the left and ... on the right") and give them different colours, so the
+verifier can tell them apart. Everything here is deterministic given a seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+IMAGE_SIZE = 32
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+POSITIONS: dict[str, tuple[float, float]] = {  # (dx, dy) of the object's centre from the image centre
+    "left": (-8.0, 0.0),
+    "right": (8.0, 0.0),
+    "top": (0.0, -8.0),
+    "bottom": (0.0, 8.0),
+}
+OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+FILLER_WORDS: tuple[str, ...] = ("a", "on", "the", "and")
+VOCABULARY: tuple[str, ...] = (*FILLER_WORDS, *COLOURS, *SHAPES, *POSITIONS)
+
+SIZE_RANGE = (5.5, 7.0)  # half-extent of an object in pixels
+JITTER = 1.5  # maximal shift of an object's centre, in pixels, along each axis
+SUPERSAMPLE = 4  # sub-pixels per pixel and axis for anti-aliased edges
+EVAL_SEED = 20261121
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One requested object."""
+
+    colour: str
+    shape: str
+    position: str
+
+    def phrase(self) -> str:
+        return f"a {self.colour} {self.shape} on the {self.position}"
+
+
+Scene = tuple[ShapeObject, ...]
+
+
+def scene_to_prompt(scene: Sequence[ShapeObject]) -> str:
+    """The world's canonical prompt for a scene; the empty scene gives "" (unconditional)."""
+    return " and ".join(obj.phrase() for obj in scene)
+
+
+def tokenize_words(prompt: str) -> list[str]:
+    """Lower-cased words of `prompt` without punctuation; raises on words outside the vocabulary."""
+    words = re.findall(r"[a-z]+", prompt.lower())
+    unknown = sorted({w for w in words if w not in VOCABULARY})
+    if unknown:
+        raise ValueError(
+            f"unknown word(s) {unknown} in prompt {prompt!r}; the Shapes world's vocabulary is "
+            f"{list(VOCABULARY)} (prompts look like 'a red circle on the left and a blue square on the right')"
+        )
+    return words
+
+
+def parse_prompt(prompt: str) -> Scene:
+    """The scene a prompt asks for: one object per "and"-separated clause.
+
+    Raises:
+        ValueError: An unknown word (the message lists the vocabulary), or a clause without
+            exactly one colour, one shape and one position.
+    """
+    words = tokenize_words(prompt)
+    if not words:
+        return ()
+    clauses: list[list[str]] = [[]]
+    for word in words:
+        if word == "and":
+            clauses.append([])
+        else:
+            clauses[-1].append(word)
+    scene = []
+    for clause in clauses:
+        found = {
+            kind: [w for w in clause if w in names]
+            for kind, names in (("colour", COLOURS), ("shape", SHAPES), ("position", POSITIONS))
+        }
+        if any(len(v) != 1 for v in found.values()):
+            raise ValueError(
+                f"each part of a Shapes prompt needs exactly one colour {list(COLOURS)}, one shape "
+                f"{list(SHAPES)} and one position {list(POSITIONS)}; got {' '.join(clause)!r} in {prompt!r}"
+            )
+        scene.append(ShapeObject(found["colour"][0], found["shape"][0], found["position"][0]))
+    return tuple(scene)
+
+
+def all_scenes() -> list[Scene]:
+    """Every scene of the world in a fixed order: 48 one-object and 432 two-object scenes."""
+    singles = [
+        (ShapeObject(c, s, p),) for c, s, p in itertools.product(COLOURS, SHAPES, POSITIONS)
+    ]
+    pairs = []
+    for first, second in itertools.product(singles, singles):
+        a, b = first[0], second[0]
+        if b.position == OPPOSITE[a.position] and a.colour != b.colour:
+            pairs.append((a, b))
+    return singles + pairs
+
+
+def sample_scenes(n: int, seed: int, two_object_fraction: float = 0.4) -> list[Scene]:
+    """`n` random scenes (the training distribution): uniform within one- and two-object scenes."""
+    rng = np.random.default_rng(seed)
+    scenes = all_scenes()
+    singles = [s for s in scenes if len(s) == 1]
+    pairs = [s for s in scenes if len(s) == 2]
+    two = rng.random(n) < two_object_fraction
+    single_idx = rng.integers(len(singles), size=n)
+    pair_idx = rng.integers(len(pairs), size=n)
+    return [pairs[j] if t else singles[i] for t, i, j in zip(two, single_idx, pair_idx)]
+
+
+def sample_prompts(n: int, seed: int) -> list[str]:
+    """`n` prompts from the training distribution (40% two-object), deterministic in `seed`."""
+    return [scene_to_prompt(s) for s in sample_scenes(n, seed)]
+
+
+def evaluation_prompts() -> list[str]:
+    """The fixed evaluation set: all 48 one-object prompts and 160 seeded two-object prompts.
+
+    The world has only 480 distinct prompts and training samples all of them, so the set is not
+    disjoint from training prompts; what is held out are the initial noises (and, for the
+    images, the jitter). Two-object scenes are drawn without replacement.
+    """
+    scenes = all_scenes()
+    singles = [s for s in scenes if len(s) == 1]
+    pairs = [s for s in scenes if len(s) == 2]
+    rng = np.random.default_rng(EVAL_SEED)
+    chosen = rng.choice(len(pairs), size=160, replace=False)
+    return [scene_to_prompt(s) for s in singles] + [scene_to_prompt(pairs[i]) for i in sorted(chosen)]
+
+
+def _object_mask(shape: str, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Boolean mask of an object on the sub-pixel grid (x to the right, y downwards)."""
+    if shape == "circle":
+        return (xs - cx) ** 2 + (ys - cy) ** 2 <= r**2
+    if shape == "square":
+        return (np.abs(xs - cx) <= r) & (np.abs(ys - cy) <= r)
+    if shape == "triangle":  # apex up, base down: |x - cx| <= (y - top) / 2
+        top = cy - r
+        return (ys <= cy + r) & (np.abs(xs - cx) <= (ys - top) / 2.0)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {list(SHAPES)}")
+
+
+def render(
+    scene: str | Sequence[ShapeObject],
+    rng: np.random.Generator | int | None = None,
+    jitter: bool = True,
+) -> Tensor:
+    """Draws a scene (or a prompt) as the ground truth: [3, 32, 32] float in [0, 1].
+
+    Args:
+        scene: A prompt or a sequence of objects.
+        rng: Generator or seed for the size and placement jitter.
+        jitter: False draws every object at its nominal place and mean size.
+    """
+    objects = parse_prompt(scene) if isinstance(scene, str) else tuple(scene)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n = IMAGE_SIZE * SUPERSAMPLE
+    coords = (np.arange(n) + 0.5) / SUPERSAMPLE
+    xs, ys = np.meshgrid(coords, coords)
+    canvas = np.zeros((3, n, n), dtype=np.float32)
+    for obj in objects:
+        dx, dy = POSITIONS[obj.position]
+        if jitter:
+            r = rng.uniform(*SIZE_RANGE)
+            dx, dy = dx + rng.uniform(-JITTER, JITTER), dy + rng.uniform(-JITTER, JITTER)
+        else:
+            r = sum(SIZE_RANGE) / 2
+        mask = _object_mask(obj.shape, IMAGE_SIZE / 2 + dx, IMAGE_SIZE / 2 + dy, r, xs, ys)
+        canvas[:, mask] = np.asarray(COLOURS[obj.colour], dtype=np.float32)[:, None]
+    image = canvas.reshape(3, IMAGE_SIZE, SUPERSAMPLE, IMAGE_SIZE, SUPERSAMPLE).mean(axis=(2, 4))
+    return torch.from_numpy(np.ascontiguousarray(image))
+
+
+def render_batch(scenes: Sequence[str | Sequence[ShapeObject]], seed: int) -> Tensor:
+    """Ground-truth images [B, 3, 32, 32] for scenes or prompts, deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    return torch.stack([render(s, rng) for s in scenes])

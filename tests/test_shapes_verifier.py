@@ -1,0 +1,83 @@
+"""The `shapes` verifier: exact on ground-truth renders, strict on wrong ones, graded in [0, 1]."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from noisear_rl.pipelines.shapes import COLOURS, POSITIONS, SHAPES, ShapeObject, parse_prompt, render_batch, sample_prompts, scene_to_prompt
+from noisear_rl.reward_models import load_reward
+from noisear_rl.reward_models.shapes import CRITERIA
+
+
+@pytest.fixture(scope="module")
+def renders() -> tuple[list[str], torch.Tensor]:
+    prompts = sample_prompts(240, seed=11)
+    return prompts, render_batch(prompts, seed=11)
+
+
+def _mutate(prompt: str, kind: str, rng: random.Random) -> str:
+    """The prompt with one object's colour, shape or position changed (still a valid scene)."""
+    scene = list(parse_prompt(prompt))
+    i = rng.randrange(len(scene))
+    obj = scene[i]
+    if kind == "colour":
+        used = {o.colour for o in scene}
+        obj = ShapeObject(rng.choice([c for c in COLOURS if c not in used]), obj.shape, obj.position)
+    elif kind == "shape":
+        obj = ShapeObject(obj.colour, rng.choice([s for s in SHAPES if s != obj.shape]), obj.position)
+    else:
+        obj = ShapeObject(obj.colour, obj.shape, rng.choice([p for p in POSITIONS if p != obj.position]))
+    scene[i] = obj
+    return scene_to_prompt(scene)
+
+
+def test_clean_renders_pass_every_check(renders) -> None:
+    prompts, images = renders
+    out = load_reward("shapes").evaluate(images, prompts)
+    assert torch.equal(out.scores, torch.ones(len(prompts)))
+    assert set(CRITERIA) | {"success"} <= set(out.details)
+    assert all(out.details[name].min() == 1 for name in (*CRITERIA, "success"))
+
+
+@pytest.mark.parametrize("kind", ["colour", "shape", "position"])
+def test_wrong_attribute_fails_with_a_graded_score(renders, kind: str) -> None:
+    prompts, images = renders
+    rng = random.Random(0)
+    wrong = [_mutate(p, kind, rng) for p in prompts]
+    out = load_reward("shapes").evaluate(images, wrong)
+    assert out.details["success"].max() == 0 and out.details[kind].max() == 0
+    assert (out.scores < 1).all() and (out.scores >= 0).all()
+    assert out.scores.mean() > 0.3  # the other checks still pass: the score is graded
+
+
+def test_extra_or_missing_objects_fail_the_count(renders) -> None:
+    prompts, images = renders
+    pairs = [(p, img) for p, img in zip(prompts, images) if " and " in p]
+    first_only = [p.split(" and ")[0] for p, _ in pairs]
+    out = load_reward("shapes").evaluate(torch.stack([img for _, img in pairs]), first_only)
+    assert out.details["count"].max() == 0 and out.details["success"].max() == 0
+    blank = load_reward("shapes").evaluate(torch.zeros(2, 3, 32, 32), prompts[:2])
+    assert torch.equal(blank.scores, torch.zeros(2))
+
+
+def test_tolerates_mild_pixel_noise(renders) -> None:
+    prompts, images = renders
+    noisy = (images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    assert load_reward("shapes").evaluate(noisy, prompts).details["success"].mean() >= 0.97
+
+
+def test_score_is_one_exactly_when_successful(renders) -> None:
+    prompts, images = renders
+    shuffled = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))]
+    out = load_reward("shapes").evaluate(shuffled, prompts)
+    assert torch.equal(out.scores == 1, out.details["success"].bool())
+    assert 0 < out.details["success"].mean() < 0.5
+
+
+def test_unknown_words_raise_listing_the_vocabulary(renders) -> None:
+    _, images = renders
+    with pytest.raises(ValueError, match="vocabulary"):
+        load_reward("shapes")(images[:1], ["a red hexagon on the left"])

@@ -1,0 +1,87 @@
+"""The Shapes world's dataset: prompts, parsing, the renderer and the text encoder's vocabulary."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noisear_rl.pipelines.shapes import (
+    COLOURS,
+    POSITIONS,
+    VOCABULARY,
+    ShapesTextEncoder,
+    evaluation_prompts,
+    parse_prompt,
+    render,
+    render_batch,
+    sample_prompts,
+    scene_to_prompt,
+)
+from noisear_rl.pipelines.shapes.world import OPPOSITE, all_scenes
+
+
+def test_sample_prompts_is_deterministic_and_mixes_one_and_two_objects() -> None:
+    prompts = sample_prompts(500, seed=3)
+    assert prompts == sample_prompts(500, seed=3)
+    assert prompts != sample_prompts(500, seed=4)
+    two = sum(" and " in p for p in prompts) / len(prompts)
+    assert 0.3 < two < 0.5
+
+
+def test_every_scene_round_trips_through_its_prompt() -> None:
+    scenes = all_scenes()
+    assert len(scenes) == 48 + 432
+    for scene in scenes:
+        assert parse_prompt(scene_to_prompt(scene)) == scene
+    for a, b in (s for s in scenes if len(s) == 2):
+        assert b.position == OPPOSITE[a.position] and a.colour != b.colour
+
+
+def test_evaluation_prompts_are_fixed_distinct_and_cover_both_kinds() -> None:
+    prompts = evaluation_prompts()
+    assert prompts == evaluation_prompts()
+    assert len(prompts) >= 200 and len(set(prompts)) == len(prompts)
+    assert sum(" and " in p for p in prompts) >= 100
+    assert sum(" and " not in p for p in prompts) == 48
+
+
+def test_parsing_is_case_and_punctuation_tolerant() -> None:
+    assert parse_prompt("A Red circle, on the LEFT.") == parse_prompt("a red circle on the left")
+
+
+def test_unknown_word_raises_and_lists_the_vocabulary() -> None:
+    with pytest.raises(ValueError, match="vocabulary") as info:
+        parse_prompt("a purple circle on the left")
+    assert "purple" in str(info.value) and all(word in str(info.value) for word in VOCABULARY)
+    with pytest.raises(ValueError, match="exactly one colour"):
+        parse_prompt("a red circle")
+
+
+def test_render_draws_the_requested_colour_at_the_requested_place() -> None:
+    for colour, rgb in COLOURS.items():
+        for position, (dx, dy) in POSITIONS.items():
+            image = render(f"a {colour} square on the {position}", rng=0)
+            assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
+            x, y = int(16 + dx), int(16 + dy)
+            assert torch.allclose(image[:, y, x], torch.tensor(rgb))
+            assert image[:, 32 - y - 1, 32 - x - 1].max() == 0  # the opposite side is black
+
+
+def test_render_batch_is_deterministic_in_the_seed_and_jitters() -> None:
+    prompts = ["a blue circle on the top and a red triangle on the bottom"] * 4
+    a, b = render_batch(prompts, seed=1), render_batch(prompts, seed=1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a[0], a[1])  # jittered size and placement
+    assert not torch.equal(a, render_batch(prompts, seed=2))
+    assert render("").abs().sum() == 0  # the empty scene is black
+
+
+def test_text_encoder_tokenizes_the_vocabulary_and_rejects_unknown_words() -> None:
+    torch.manual_seed(0)
+    encoder = ShapesTextEncoder(hidden_size=16, num_layers=1, num_heads=2)
+    ids = encoder.tokenize(["a red circle on the left", "", "A RED circle, on the left!"])
+    assert ids.shape == (3, 16) and (ids[:, 0] == 1).all()
+    assert torch.equal(ids[0], ids[2]) and (ids[1, 1:] == 0).all()
+    assert encoder.encode(["a red circle on the left"]).shape == (1, 16, 16)
+    with pytest.raises(ValueError, match="vocabulary"):
+        encoder.tokenize(["a red cube on the left"])
