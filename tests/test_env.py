@@ -23,6 +23,7 @@ def image_mean(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
 
 
 TINY = {
+    "NoiseAR-Shapes-v0": dict(num_inference_steps=4),  # the shipped weights and the shapes verifier
     "NoiseAR-SDXL-v0": dict(backend="tiny-sdxl", patch_size=4, reward="test-image-mean", num_inference_steps=2),
     "NoiseAR-HunyuanDiT-v0": dict(backend="tiny-hunyuan-dit", patch_size=4, reward="test-image-mean", num_inference_steps=2),
 }
@@ -147,6 +148,22 @@ def test_vector_env_rewards_equal_single_env_rewards():
     # NEXT_STEP autoreset: the following step resets, ignoring its actions.
     obs, rewards, terminated, _, _ = venv.step(actions[0])
     assert (obs["num_done"] == 0).all() and not rewards.any() and not terminated.any()
+
+
+def test_shapes_vector_env_scores_like_the_single_env_with_the_verifier():
+    prompts = ["a red circle on the left", "a blue square on the top and a green triangle on the bottom"]
+    venv = make_vec(2, "NoiseAR-Shapes-v0")
+    env = make("NoiseAR-Shapes-v0")
+    world = env.unwrapped.world
+    assert (world.num_patches, world.patch_dim) == (16, 192)
+    actions = np.random.default_rng(1).standard_normal((16, 2, 192)).astype(np.float32)
+    venv.reset(seed=0, options={"prompts": prompts})
+    for t in range(16):
+        _, rewards, terminated, _, infos = venv.step(actions[t])
+    assert terminated.all() and set(infos) >= {"success", "colour", "shape", "position", "count"}
+    single = [run_episode(env, p, list(actions[:, i])) for i, p in enumerate(prompts)]
+    np.testing.assert_allclose(rewards, [r for _, r, _ in single], atol=1e-6)
+    np.testing.assert_array_equal(infos["success"], [info["success"] for _, _, info in single])
 
 
 def test_vector_env_works_with_numpy_to_torch():
