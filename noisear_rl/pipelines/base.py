@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -81,8 +82,11 @@ class DiffusionBackend(ABC):
         num_inference_steps: Denoising steps used by `generate`.
         guidance_scale: Classifier-free guidance used by `generate`.
         device: Where the model runs.
+        pipe: The diffusers pipeline behind the backend (its scheduler gives the default
+            `alphas_cumprod` and `timesteps`).
     """
 
+    pipe: Any
     latent_shape: tuple[int, int, int]
     cond_dim: int
     num_inference_steps: int
@@ -106,13 +110,21 @@ class DiffusionBackend(ABC):
         """The model's classifier-free-guided epsilon prediction at `timestep` for noisy `latents`."""
 
     @property
-    @abstractmethod
     def alphas_cumprod(self) -> Tensor:
-        """[num_train_timesteps] cumulative alpha products of the model's training schedule."""
+        """[num_train_timesteps] cumulative alpha products of the model's training schedule.
 
-    @abstractmethod
+        The default reads the diffusers scheduler of `self.pipe`; backends without one override it.
+        """
+        return self.pipe.scheduler.alphas_cumprod.float().cpu()
+
     def timesteps(self, num_inference_steps: int | None = None) -> Tensor:
-        """The scheduler's descending timesteps for `num_inference_steps` (default: the backend's)."""
+        """The scheduler's descending timesteps for `num_inference_steps` (default: the backend's).
+
+        The default asks a fresh copy of `self.pipe`'s scheduler, leaving the pipeline's untouched.
+        """
+        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps, device="cpu")
+        return scheduler.timesteps
 
     def random_latents(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard Gaussian initial latents [B, C, H, W] on the backend's device (float32)."""

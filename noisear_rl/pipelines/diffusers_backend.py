@@ -133,15 +133,6 @@ class DiffusersBackend(DiffusionBackend):
     def cond_dim(self) -> int:
         return int(self.denoiser.config.cross_attention_dim)
 
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        return self.pipe.scheduler.alphas_cumprod.float().cpu()
-
-    def timesteps(self, num_inference_steps: int | None = None) -> Tensor:
-        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps, device="cpu")
-        return scheduler.timesteps
-
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Condition:
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):

@@ -56,15 +56,6 @@ class ShapesBackend(DiffusionBackend):
     def cond_dim(self) -> int:
         return int(self.pipe.text_encoder.config.hidden_size)
 
-    @property
-    def alphas_cumprod(self) -> Tensor:
-        return self.pipe.scheduler.alphas_cumprod.float().cpu()
-
-    def timesteps(self, num_inference_steps: int | None = None) -> Tensor:
-        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps, device="cpu")
-        return scheduler.timesteps
-
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Condition:
         """Hidden states of the prompts and of the empty prompt; unknown words raise a ValueError."""
