@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,3 +47,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Writes `obj` as indented JSON, atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def save_pretrained_atomically(obj: Any, output_dir: str | os.PathLike[str], extras: dict[str, str] | None = None) -> None:
+    """`obj.save_pretrained` plus `extras` (file name -> text) into a sibling temporary folder,
+    then swapped in: a crash never leaves half a model, and the old one stays until the swap."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    obj.save_pretrained(tmp, safe_serialization=True)
+    for name, text in (extras or {}).items():
+        (tmp / name).write_text(text)
+    old = output_dir.with_name(f".{output_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if output_dir.exists():
+        output_dir.rename(old)
+    tmp.rename(output_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import tyro
 
+from noisear_rl.io import save_pretrained_atomically
 from noisear_rl.pipelines.shapes.pipeline import DEFAULT_WEIGHTS, ShapesPipeline, build_shapes_pipeline
 from noisear_rl.pipelines.shapes.world import render_batch, sample_scenes, scene_to_prompt
 
@@ -147,7 +147,7 @@ def train(config: TrainConfig) -> ShapesPipeline:
                 "train_config.json": json.dumps(asdict(config), indent=2, default=str) + "\n",
                 "train_log.jsonl": "\n".join(log_lines) + "\n",
             }
-            save_pipeline(ema, output_dir, extras)
+            save_pretrained_atomically(ema, output_dir, extras)
     return ema
 
 
@@ -167,22 +167,6 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.lerp_(p.detach(), 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
-
-
-def save_pipeline(pipe: ShapesPipeline, output_dir: Path, extras: dict[str, str]) -> None:
-    """Saves the pipeline and `extras` (file name -> text) into a sibling temporary folder, then
-    swaps it in: a crash never leaves half a model."""
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    for name, text in extras.items():
-        (tmp / name).write_text(text)
-    old = output_dir.with_name(f".{output_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output_dir.exists():
-        output_dir.rename(old)
-    tmp.rename(output_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main() -> None:
