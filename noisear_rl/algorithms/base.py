@@ -1,0 +1,276 @@
+"""What every algorithm shares: the registry, the base configs, and the `Algorithm` base class.
+
+An algorithm is a config dataclass and a class registered with `@register_algorithm("name")`:
+
+    @dataclass
+    class MyConfig(RolloutConfig):
+        my_coef: float = 0.1
+        '''What it does.'''
+
+    @register_algorithm("mine")
+    class Mine(Algorithm):
+        config_class = MyConfig
+
+        def update(self, batch: RolloutBatch) -> dict[str, float]:
+            loss = ...
+            self.optimizer_step(loss)
+            self.step_schedule()
+            return {"loss": loss.item()}
+
+The training loop (`noisear_rl.train`) calls `update` once per iteration with a fresh batch
+(rollouts, or golden-noise pairs when `uses_rollouts` is False), then logs, checkpoints and
+evaluates. Third-party packages register algorithms through the entry-point group
+`noisear_rl.algorithms`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from noisear_rl.envs.rollout import RolloutBatch
+from noisear_rl.pipelines.base import Condition
+from noisear_rl.prior.model import NoiseARPrior
+from noisear_rl.registry import Registry
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "noisear_rl.algorithms")
+
+
+def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    """Class decorator registering an `Algorithm` subclass under `name`."""
+
+    def decorator(cls: type[Algorithm]) -> type[Algorithm]:
+        cls.name = name
+        return ALGORITHMS.register(name)(cls)
+
+    return decorator
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The algorithm class registered as `name`.
+
+    Raises:
+        KeyError: Unknown name; the message lists the valid names.
+    """
+    _import_builtins()
+    return ALGORITHMS.get(name)
+
+
+def list_algorithms() -> list[str]:
+    """Names of the built-in, registered and entry-point algorithms."""
+    _import_builtins()
+    return ALGORITHMS.names()
+
+
+def _import_builtins() -> None:
+    import noisear_rl.algorithms.builtins  # noqa: F401
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation settings every algorithm has."""
+
+    iterations: int = 100
+    """Calls to `update`: rounds of collect-then-update for rollout algorithms, optimizer steps for nll."""
+    lr: float = 1e-5
+    """Adam learning rate (peak, after warm-up)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW); 0 is plain Adam."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate decay over the iterations after warm-up."""
+    warmup_iterations: int = 0
+    """Iterations of linear learning-rate warm-up."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global L2 norm (inf: no clipping)."""
+
+
+@dataclass
+class RolloutConfig(OptimConfig):
+    """Settings of algorithms that learn from rollouts of the prior in the environment."""
+
+    iterations: int = 6
+    """Rounds of collect-then-update."""
+    prompts_per_iteration: int = 32
+    """Training prompts per round (split across processes)."""
+    rollouts_per_prompt: int = 8
+    """K rollouts per prompt, compared with each other (best-vs-worst pairs, per-prompt baselines; K >= 2)."""
+    lr: float = 1e-4
+    """Adam learning rate (peak, after warm-up)."""
+
+
+class Algorithm(ABC):
+    """Optimises a `NoiseARPrior` in place; subclasses implement `update`.
+
+    Args:
+        config: The algorithm's config (an instance of `config_class`).
+        prior: The prior to optimise (the policy).
+        temperature: The policy's sampling temperature: log-probs are computed under it.
+        accelerator: An `accelerate.Accelerator` for multi-process training (None: one process).
+
+    Attributes:
+        reference: A frozen copy of the prior at construction, when `uses_reference(config)`.
+        optimizer: Adam(W) over the prior's parameters.
+        scheduler: Per-iteration learning-rate schedule (warm-up, then constant or cosine).
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type]
+    uses_rollouts: ClassVar[bool] = True
+    """True: `update` takes a `RolloutBatch`; False: it takes golden-noise pairs (`GoldenBatch`)."""
+
+    def __init__(
+        self,
+        config: Any,
+        prior: NoiseARPrior,
+        temperature: float = 1.0,
+        accelerator: Any | None = None,
+    ) -> None:
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.prior = prior
+        self.temperature = temperature
+        self.accelerator = accelerator
+        self.reference = frozen_copy(prior) if self.uses_reference(config) else None
+        self.optimizer = torch.optim.AdamW(prior.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+
+    @staticmethod
+    def uses_reference(config: Any) -> bool:
+        """Whether the algorithm needs a frozen reference prior with this config."""
+        return False
+
+    @abstractmethod
+    def update(self, batch: Any) -> dict[str, float]:
+        """One iteration of optimisation on `batch`; returns metrics to log (floats)."""
+
+    # --------------------------------------------------------------------------------- helpers
+    def log_prob(self, model: NoiseARPrior, noise: Tensor, cond: Condition, per_patch: bool = True) -> Tensor:
+        """Log-probs of `noise` under `model` at the policy's temperature: [B, T] or [B]."""
+        return model.log_prob(noise, cond.embeds, per_patch=per_patch, temperature=self.temperature)
+
+    def minibatches(self, num_items: int, minibatch_size: int) -> list[Tensor]:
+        """Shuffled index chunks of `num_items` local items (torch's global RNG, which the training
+        loop reseeds every iteration); every process gets the same number of chunks (from the
+        global item count), so their optimizer steps stay in lockstep."""
+        total = self.sum_across_processes(num_items)
+        chunks = max(1, math.ceil(total / minibatch_size))
+        return list(torch.tensor_split(torch.randperm(num_items), chunks))
+
+    def optimizer_step(self, loss: Tensor | None, num_items: int) -> float | None:
+        """Backpropagates `loss` (a mean over this process's `num_items` items) and applies the
+        gradients (`apply_gradients`). Every process must call it the same number of times; one
+        with no items passes `loss=None`. Returns the gradient norm before clipping, or None."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss is not None and num_items > 0:
+            loss.backward()
+        return self.apply_gradients(num_items)
+
+    def apply_gradients(self, num_items: int) -> float | None:
+        """Averages the gradients in `.grad` (each process's a mean over its `num_items` items)
+        over all processes' items, clips them to `max_grad_norm` and steps the optimizer.
+
+        Returns the gradient norm before clipping, or None when no process had items (no step).
+        """
+        total = self.sum_across_processes(num_items)
+        if total == 0:
+            return None
+        self._average_gradients_across_processes(num_items / total)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        return float(grad_norm)
+
+    def step_schedule(self) -> None:
+        """Advances the per-iteration learning-rate schedule; call once at the end of `update`
+        (also when the iteration took no optimizer step, e.g. DPO without pairs)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()
+
+    def sum_across_processes(self, value: int) -> int:
+        """`value` summed over all processes (itself with one process)."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return int(value)
+        tensor = torch.tensor([value], dtype=torch.int64, device=self.accelerator.device)
+        return int(self.accelerator.reduce(tensor, reduction="sum").item())
+
+    def _average_gradients_across_processes(self, weight: float) -> None:
+        """Replaces each gradient by the sum over processes of `weight` x its local value."""
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return
+        params = [p for p in self.prior.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]) * weight, reduction="sum")
+        offset = 0
+        for p in params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
+    def _lr_factor(self, iteration: int) -> float:
+        warmup, total = self.config.warmup_iterations, self.config.iterations
+        if iteration < warmup:
+            return (iteration + 1) / warmup
+        if self.config.lr_schedule == "cosine":
+            progress = (iteration - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer and scheduler state, and the reference prior's weights when there is one."""
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.reference is not None:
+            state["reference"] = self.reference.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.reference is not None:
+            if "reference" not in state:
+                raise KeyError("the checkpoint holds no reference prior, but this algorithm config needs one")
+            self.reference.load_state_dict(state["reference"])
+
+
+def frozen_copy(prior: NoiseARPrior) -> NoiseARPrior:
+    """A copy of `prior` in eval mode with gradients off (the reference policy)."""
+    reference = copy.deepcopy(prior).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+class MetricMeans:
+    """Averages metrics over the minibatches of one update."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, **metrics: float | Tensor | None) -> None:
+        for key, value in metrics.items():
+            if value is not None:
+                self._values[key].append(float(value.detach()) if isinstance(value, Tensor) else float(value))
+
+    def means(self) -> dict[str, float]:
+        return {key: sum(values) / len(values) for key, values in self._values.items()}
+
+
+def check_rollouts(batch: RolloutBatch, group_size: int) -> None:
+    """Raises a ValueError unless `batch` holds whole groups of `group_size` rollouts of one prompt."""
+    if len(batch) == 0 or len(batch) % group_size:
+        raise ValueError(f"a batch of {len(batch)} rollouts does not split into groups of {group_size}")
+    for start in range(0, len(batch), group_size):
+        if len(set(batch.prompts[start : start + group_size])) != 1:
+            raise ValueError(
+                f"rollouts {start}..{start + group_size - 1} are not of one prompt; collect each prompt's "
+                "rollouts_per_prompt episodes contiguously"
+            )

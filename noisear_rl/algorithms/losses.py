@@ -1,0 +1,200 @@
+"""Pure loss functions and advantage estimators of the toolkit's algorithms.
+
+Every function takes tensors and returns tensors (or a small dataclass of the terms worth
+logging); none touches a model, an optimizer or global state, so each can be checked against
+numbers computed by hand. Log-probabilities are of whole noises ([B], summed over patches) or
+per patch ([B, T]); advantages broadcast over the trailing patch dimension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DPOLoss:
+    """Terms of the DPO objective (means over pairs).
+
+    Attributes:
+        loss: -log sigmoid(beta * margin), the value to minimise.
+        chosen_reward: beta * (log pi - log ref) of the preferred samples (DPO's implicit reward).
+        rejected_reward: The same for the rejected samples.
+        reward_margin: chosen_reward - rejected_reward.
+        accuracy: Fraction of pairs whose implicit reward ranks the preferred sample higher.
+    """
+
+    loss: Tensor
+    chosen_reward: Tensor
+    rejected_reward: Tensor
+    reward_margin: Tensor
+    accuracy: Tensor
+
+
+def dpo_loss(
+    policy_logp_chosen: Tensor,
+    policy_logp_rejected: Tensor,
+    ref_logp_chosen: Tensor,
+    ref_logp_rejected: Tensor,
+    beta: float,
+) -> DPOLoss:
+    """The DPO sigmoid loss (Rafailov et al. 2023) on [P] log-probs of P preference pairs.
+
+    loss = -mean log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))).
+    """
+    chosen = beta * (policy_logp_chosen - ref_logp_chosen)
+    rejected = beta * (policy_logp_rejected - ref_logp_rejected)
+    margin = chosen - rejected
+    return DPOLoss(
+        loss=-F.logsigmoid(margin).mean(),
+        chosen_reward=chosen.detach().mean(),
+        rejected_reward=rejected.detach().mean(),
+        reward_margin=margin.detach().mean(),
+        accuracy=(margin.detach() > 0).float().mean(),
+    )
+
+
+@dataclass(frozen=True)
+class PPOLoss:
+    """Terms of the clipped surrogate (means over all ratio elements).
+
+    Attributes:
+        loss: The clipped policy-gradient loss to minimise.
+        clip_fraction: Fraction of ratios outside [1 - clip_range, 1 + clip_range].
+        approx_kl: Estimate of KL(old || new): mean of (ratio - 1) - log ratio (non-negative).
+        ratio_mean: Mean probability ratio new / old.
+    """
+
+    loss: Tensor
+    clip_fraction: Tensor
+    approx_kl: Tensor
+    ratio_mean: Tensor
+
+
+def ppo_clip_loss(new_logp: Tensor, old_logp: Tensor, advantages: Tensor, clip_range: float) -> PPOLoss:
+    """PPO's clipped surrogate (Schulman et al. 2017).
+
+    Args:
+        new_logp: [B] or [B, T] log-probs under the policy being optimised.
+        old_logp: Same shape: log-probs under the policy that sampled the actions.
+        advantages: [B] (broadcast over T) or the shape of `new_logp`.
+        clip_range: epsilon; ratios are clipped to [1 - epsilon, 1 + epsilon].
+    """
+    advantages = _broadcast_like(advantages, new_logp)
+    log_ratio = new_logp - old_logp
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    with torch.no_grad():
+        clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+    return PPOLoss(
+        loss=torch.maximum(unclipped, clipped).mean(),
+        clip_fraction=clip_fraction,
+        approx_kl=approx_kl,
+        ratio_mean=ratio.detach().mean(),
+    )
+
+
+def kl_penalty(logp: Tensor, ref_logp: Tensor, max_log_ratio: float = 20.0) -> Tensor:
+    """Per-element estimate of KL(policy || reference) at samples of the policy (Schulman's k3):
+    exp(ref - logp) - (ref - logp) - 1, non-negative, with a gradient that pulls toward the
+    reference. The log-ratio is clamped to +-`max_log_ratio` so a drifted policy cannot overflow."""
+    log_ratio = (ref_logp - logp).clamp(-max_log_ratio, max_log_ratio)
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+@dataclass(frozen=True)
+class ReinforceLoss:
+    """Terms of the REINFORCE objective.
+
+    Attributes:
+        loss: -mean(advantage * log-prob).
+        advantage_mean: Mean advantage (near 0 with a good baseline).
+    """
+
+    loss: Tensor
+    advantage_mean: Tensor
+
+
+def reinforce_loss(logp: Tensor, advantages: Tensor) -> ReinforceLoss:
+    """The score-function policy gradient: -mean(A * log pi(a)) with `advantages` held constant.
+
+    Args:
+        logp: [B] log-probs of whole episodes (or [B, T] per patch, advantages broadcast).
+        advantages: [B] reward minus baseline.
+    """
+    advantages = _broadcast_like(advantages, logp).detach()
+    return ReinforceLoss(loss=-(advantages * logp).mean(), advantage_mean=advantages.mean())
+
+
+def per_prompt_normalize(rewards: Tensor, prompts: list[str], eps: float = 1e-6) -> Tensor:
+    """DDPO's per-prompt advantages: each reward minus the mean of its prompt's rewards, divided
+    by their (population) std + `eps`. Prompts need not be contiguous; a prompt seen once, or
+    whose rewards are all equal, gets advantage 0."""
+    if rewards.ndim != 1 or len(prompts) != rewards.shape[0]:
+        raise ValueError(f"need rewards [N] and N prompts, got {tuple(rewards.shape)} and {len(prompts)}")
+    rewards = rewards.float()
+    advantages = torch.zeros_like(rewards)
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(i)
+    for indices in groups.values():
+        group = rewards[indices]
+        advantages[indices] = (group - group.mean()) / (group.std(unbiased=False) + eps)
+    return advantages
+
+
+def leave_one_out_advantages(rewards: Tensor, group_size: int) -> Tensor:
+    """Reward minus the mean reward of the other rollouts of the same prompt (RLOO's baseline).
+
+    Args:
+        rewards: [N] rewards, the K = `group_size` rollouts of each prompt contiguous.
+        group_size: K >= 2.
+    """
+    groups = _groups(rewards, group_size)
+    if group_size < 2:
+        raise ValueError("a leave-one-out baseline needs at least 2 rollouts per prompt")
+    baseline = (groups.sum(1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - baseline).reshape(-1)
+
+
+def best_worst_pairs(rewards: Tensor, group_size: int, min_gap: float) -> tuple[Tensor, Tensor]:
+    """The paper's preference pairs: per prompt, its best rollout against its worst, kept when
+    their reward gap exceeds `min_gap` (strictly).
+
+    Args:
+        rewards: [N] rewards, the K = `group_size` rollouts of each prompt contiguous.
+        group_size: K.
+        min_gap: Keep a pair only if best - worst > min_gap.
+
+    Returns:
+        (chosen, rejected): int64 [P] row indices into the N rollouts (P <= N / K); ties go to the
+        first rollout in the group.
+    """
+    groups = _groups(rewards, group_size)
+    best = groups.argmax(1)
+    worst = groups.argmin(1)
+    gap = groups.max(1).values - groups.min(1).values
+    keep = torch.nonzero(gap > min_gap).flatten()
+    offsets = keep * group_size
+    return offsets + best[keep], offsets + worst[keep]
+
+
+def _groups(rewards: Tensor, group_size: int) -> Tensor:
+    if rewards.ndim != 1:
+        raise ValueError(f"rewards must be [N], got {tuple(rewards.shape)}")
+    if group_size < 1 or rewards.shape[0] % group_size:
+        raise ValueError(f"{rewards.shape[0]} rewards do not split into groups of {group_size} rollouts per prompt")
+    return rewards.float().reshape(-1, group_size)
+
+
+def _broadcast_like(advantages: Tensor, logp: Tensor) -> Tensor:
+    if advantages.shape == logp.shape:
+        return advantages
+    if advantages.ndim == 1 and logp.ndim == 2 and advantages.shape[0] == logp.shape[0]:
+        return advantages[:, None]
+    raise ValueError(f"advantages {tuple(advantages.shape)} do not match log-probs {tuple(logp.shape)}")

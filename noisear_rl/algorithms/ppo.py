@@ -1,0 +1,81 @@
+"""PPO on the noise MDP, with DDPO's per-prompt reward normalisation.
+
+Each iteration: K rollouts per prompt; advantages are the rewards z-scored within each prompt's
+group (the reward arrives only at the end, so every patch of an episode shares its advantage);
+then several epochs of minibatch steps on the clipped surrogate of the per-patch (or per-episode)
+probability ratios, optionally with a KL penalty to the frozen reference prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
+from noisear_rl.algorithms.losses import kl_penalty, per_prompt_normalize, ppo_clip_loss
+from noisear_rl.envs.rollout import RolloutBatch
+
+
+@dataclass
+class PPOConfig(RolloutConfig):
+    """Clipped-surrogate policy optimisation with per-prompt advantages."""
+
+    epochs: int = 4
+    """Optimisation passes over each batch of rollouts."""
+    minibatch_size: int = 64
+    """Rollouts per optimizer step."""
+    clip_range: float = 0.2
+    """Ratios are clipped to [1 - clip_range, 1 + clip_range]."""
+    per_patch: bool = True
+    """Ratios per patch (each patch an action, as in the MDP); False: one ratio per whole noise."""
+    advantage_clip: float = 5.0
+    """Advantages are clipped to +-this after normalisation."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the frozen reference prior (0: none, no reference kept)."""
+
+
+@register_algorithm("ppo")
+class PPO(Algorithm):
+    """Proximal policy optimisation of the prior on its own rollouts."""
+
+    config_class = PPOConfig
+    config: PPOConfig
+
+    @staticmethod
+    def uses_reference(config: PPOConfig) -> bool:
+        return config.kl_coef > 0
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        config = self.config
+        check_rollouts(batch, config.rollouts_per_prompt)
+        self.prior.eval()  # no dropout: the ratio is 1 before the first step
+
+        # 1. Advantages: rewards z-scored within each prompt's rollouts (DDPO), clipped.
+        advantages = per_prompt_normalize(batch.rewards, batch.prompts).clamp(-config.advantage_clip, config.advantage_clip)
+        old_logp = (batch.log_probs if config.per_patch else batch.log_probs.sum(1)).detach()
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logp = self.log_prob(self.reference, batch.noise, batch.cond, per_patch=config.per_patch)
+
+        # 2. Epochs of minibatch steps on the clipped surrogate (+ KL to the reference).
+        metrics = MetricMeans()
+        for _ in range(config.epochs):
+            for idx in self.minibatches(len(batch), config.minibatch_size):
+                if len(idx) == 0:  # this process has no rollouts for this step; the others may
+                    self.optimizer_step(None, 0)
+                    continue
+                new_logp = self.log_prob(self.prior, batch.noise[idx], batch.cond[idx], per_patch=config.per_patch)
+                terms = ppo_clip_loss(new_logp, old_logp[idx], advantages[idx], config.clip_range)
+                loss = terms.loss
+                if self.reference is not None:
+                    kl = kl_penalty(new_logp, ref_logp[idx]).mean()
+                    loss = loss + config.kl_coef * kl
+                    metrics.add(kl_to_reference=kl)
+                grad_norm = self.optimizer_step(loss, len(idx))
+                metrics.add(
+                    loss=loss, policy_loss=terms.loss, clip_fraction=terms.clip_fraction,
+                    approx_kl=terms.approx_kl, ratio=terms.ratio_mean, grad_norm=grad_norm,
+                )
+        self.step_schedule()
+        return metrics.means()

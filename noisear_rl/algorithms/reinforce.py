@@ -1,0 +1,64 @@
+"""REINFORCE: the score-function policy gradient with a baseline.
+
+Each iteration: K rollouts per prompt; the advantage of a rollout is its reward minus a baseline
+(the mean reward of the prompt's other rollouts, RLOO, or the batch mean); then one pass over the
+batch in minibatches, one gradient step on -mean(advantage x log-prob of the whole noise) each.
+Each rollout is used once (no importance ratios, no clipping: that is PPO).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
+from noisear_rl.algorithms.losses import leave_one_out_advantages, reinforce_loss
+from noisear_rl.envs.rollout import RolloutBatch
+
+
+@dataclass
+class ReinforceConfig(RolloutConfig):
+    """Policy gradient with a baseline."""
+
+    lr: float = 3e-4
+    """Adam learning rate."""
+    baseline: Literal["leave-one-out", "batch-mean"] = "leave-one-out"
+    """"leave-one-out": mean reward of the prompt's other rollouts; "batch-mean": mean of the batch."""
+    normalize: bool = True
+    """Divide advantages by their batch std (a per-batch step size that ignores the reward's scale)."""
+    minibatch_size: int = 64
+    """Rollouts per optimizer step (one pass over the batch per iteration)."""
+
+
+@register_algorithm("reinforce")
+class Reinforce(Algorithm):
+    """Raises the log-prob of rollouts that beat their baseline, lowers the others."""
+
+    config_class = ReinforceConfig
+    config: ReinforceConfig
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        config = self.config
+        check_rollouts(batch, config.rollouts_per_prompt)
+        self.prior.eval()  # no dropout: the gradient is that of the policy that acted
+
+        # 1. Advantages: reward minus baseline, optionally scaled to unit std.
+        if config.baseline == "leave-one-out":
+            advantages = leave_one_out_advantages(batch.rewards, config.rollouts_per_prompt)
+        else:
+            advantages = batch.rewards.float() - batch.rewards.float().mean()
+        if config.normalize:
+            advantages = advantages / (advantages.std(unbiased=False) + 1e-6)
+
+        # 2. One pass over the batch: a gradient step per minibatch of whole-noise log-probs.
+        metrics = MetricMeans()
+        for idx in self.minibatches(len(batch), config.minibatch_size):
+            if len(idx) == 0:  # this process has no rollouts for this step; the others may
+                self.optimizer_step(None, 0)
+                continue
+            logp = self.log_prob(self.prior, batch.noise[idx], batch.cond[idx], per_patch=False)
+            terms = reinforce_loss(logp, advantages[idx])
+            grad_norm = self.optimizer_step(terms.loss, len(idx))
+            metrics.add(loss=terms.loss, logp=logp.mean(), grad_norm=grad_norm)
+        self.step_schedule()
+        return {**metrics.means(), "advantage_std": float(advantages.std())}

@@ -1,0 +1,522 @@
+"""Train the NoiseAR prior: NLL pretraining on golden noise, or RL from rollouts (DPO, PPO, REINFORCE).
+
+    python -m noisear_rl.train --algo dpo                     # the main job: Shapes world, shipped prior
+    python -m noisear_rl.train --algo ppo --ppo.kl-coef 0.01 --seed 1
+    python -m noisear_rl.train --algo nll --data data/shapes_golden --output-dir runs/shapes-nll
+    python -m noisear_rl.train --algo dpo --output-dir runs/x --resume   # continue a killed run
+    accelerate launch --num_processes 2 --cpu -m noisear_rl.train --algo dpo   # 2 processes
+
+`--algo NAME --help` lists that algorithm's options. Every iteration collects rollouts of the
+training prompts (or draws golden-noise pairs for nll), calls the algorithm's `update`, logs,
+and checkpoints; the held-out evaluation prompts (never trained on) are scored before and after
+training. The run folder layout is described in `noisear_rl.run_folder`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import noisear_rl  # noqa: F401  (registers the environments)
+from noisear_rl.algorithms.base import Algorithm, get_algorithm, list_algorithms
+from noisear_rl.algorithms.nll import GoldenBatch, NLLConfig, build_prior
+from noisear_rl.envs.policy import NoiseARPolicy
+from noisear_rl.envs.prompts import read_prompt_file
+from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
+from noisear_rl.io import write_json
+from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.prior.model import NoiseARPrior
+from noisear_rl.prior.shipped import shipped_shapes_prior_path
+from noisear_rl.run_folder import (
+    CheckpointError,
+    RunFolder,
+    checkpoint_dirs,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+SHAPES_ENV = "NoiseAR-Shapes-v0"
+# Settings that may differ between a run and its resumption without changing its result.
+RESUMABLE = ("resume", "output_dir", "progress", "checkpoint_every", "keep_checkpoints", "tensorboard")
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by every algorithm."""
+
+    algo: str = "dpo"
+    """The algorithm: nll, dpo, ppo, reinforce (or a third-party one); `--algo NAME --help` shows its options."""
+    env: str = SHAPES_ENV
+    """Gymnasium environment id: NoiseAR-Shapes-v0 (offline, CPU), NoiseAR-SDXL-v0, NoiseAR-DreamShaper-v0, NoiseAR-HunyuanDiT-v0."""
+    reward: str | None = None
+    """Reward name or composite spec ("imagereward:1.0,pickscore:0.5"); None: the env's default (Shapes: the verifier)."""
+    prior: str | None = None
+    """Prior to start from (a `save_pretrained` folder). None: the shipped NLL-pretrained prior for
+    the Shapes world; a fresh prior for --algo nll."""
+    data: str | None = None
+    """Golden-noise collection (`python -m noisear_rl.collect --out DIR`) for --algo nll."""
+    output_dir: Path | None = None
+    """Run folder. None: runs/{algo}-seed{seed}-{date-time}."""
+    seed: int = 0
+    """Seed of everything random (prompts, noises, minibatches); each iteration reseeds from (seed, iteration)."""
+    resume: bool = False
+    """Continue the run in --output-dir from its newest checkpoint (same settings required)."""
+    device: str = "cpu"
+    """Device of the prior and the diffusion backend (cpu, cuda); under accelerate, its device."""
+    num_envs: int = 64
+    """Episodes stepped in lockstep (the diffusion pipeline's batch size)."""
+    num_inference_steps: int | None = None
+    """Denoising steps of the backend (None: its default)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance of the backend (None: its default)."""
+    temperature: float = 1.0
+    """The policy's sampling temperature (std multiplier) for rollouts, their log-probs and evaluation."""
+    train_prompts: str | None = None
+    """Prompt file for training (one a line, or .jsonl). None: the world's prompt generator."""
+    eval_prompts: str | None = None
+    """Prompt file for held-out evaluation. None: the world's evaluation set (Shapes) or a fixed draw."""
+    num_eval_prompts: int = 64
+    """Held-out prompts scored before and after training (removed from the training prompts)."""
+    eval_noises_per_prompt: int = 1
+    """Noises sampled per held-out prompt."""
+    eval_every: int = 0
+    """Also evaluate every N iterations (0: only before and after training)."""
+    eval_seed: int = 12345
+    """Seed of the evaluation noises (with --seed; the same standard normals at every evaluation of a run)."""
+    checkpoint_every: int | None = None
+    """Write a checkpoint every N iterations and after the last (None: about 20 per run, at least every iteration)."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    tensorboard: bool = True
+    """Also log metrics as TensorBoard events."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def train(
+    run: RunConfig,
+    algo_config: Any,
+    backend: DiffusionBackend | None = None,
+    prior: NoiseARPrior | None = None,
+    callback: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) one training run; returns its summary.
+
+    Args:
+        run: The shared settings.
+        algo_config: The algorithm's config (`get_algorithm(run.algo).config_class`).
+        backend: An already-built diffusion backend to use instead of the env's (tests).
+        prior: An already-built prior to start from instead of `run.prior` (tests).
+        callback: Called with the number of finished iterations after each one (and its checkpoint).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list
+
+    started = time.perf_counter()
+    accelerator = Accelerator(cpu=run.device == "cpu")
+    main_process = accelerator.is_main_process
+    algorithm_class = get_algorithm(run.algo)
+    if not isinstance(algo_config, algorithm_class.config_class):
+        raise TypeError(f"--algo {run.algo} needs a {algorithm_class.config_class.__name__}, got {type(algo_config).__name__}")
+    output_dir = [_output_dir(run)]
+    broadcast_object_list(output_dir)  # every process uses the main process's folder name
+    output_dir = Path(output_dir[0])
+    config_record = _config_record(run, algo_config, accelerator.num_processes)
+
+    # Resume or start: refuse to overwrite a run, and refuse to resume with other settings.
+    checkpoint = None
+    if run.resume:
+        checkpoint = load_checkpoint(latest_checkpoint(output_dir))
+        _check_resumable(output_dir, config_record)
+    elif checkpoint_dirs(output_dir):
+        raise FileExistsError(f"{output_dir} holds a run with checkpoints; pass --resume to continue it, or choose another --output-dir")
+    folder = RunFolder(output_dir, None if checkpoint is None else checkpoint[0], run.tensorboard) if main_process else None
+    if folder is not None and checkpoint is None:
+        folder.write_config(config_record)
+
+    # Environment, prior, algorithm.
+    torch.manual_seed(run.seed)
+    prior = prior if prior is not None else _load_prior(run, algo_config)
+    venv = _make_env(run, backend, prior.config.patch_size if prior is not None else algo_config.patch_size)
+    world = venv.unwrapped.world
+    if prior is None:  # nll without --prior: a fresh prior shaped for the env's backend
+        prior = build_prior(algo_config, tuple(world.backend.latent_shape), world.backend.cond_dim)
+    prior = prior.to(accelerator.device)
+    _check_prior_fits(prior, world.backend)
+    algorithm: Algorithm = algorithm_class(algo_config, prior, temperature=run.temperature, accelerator=accelerator)
+    heldout = _heldout_prompts(run, world)
+    sample_train_prompts = _train_prompt_sampler(run, world, set(heldout), getattr(algo_config, "prompts_per_iteration", 0))
+    golden = _GoldenPairs(run.data, world, set(heldout), algo_config, run.seed) if not algorithm_class.uses_rollouts else None
+
+    checkpoint_every = run.checkpoint_every or max(1, algo_config.iterations // 20)
+    start, heldout_before = 0, None
+    if checkpoint is not None:
+        start, state = checkpoint
+        try:
+            prior.load_state_dict(state["prior"])
+            algorithm.load_state_dict(state["algorithm"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"the checkpoint in {output_dir} does not fit this run ({error})") from error
+        heldout_before = state["heldout_before"]
+    if heldout_before is None:
+        heldout_before, images = _evaluate(prior, venv, heldout, run, accelerator)
+        if folder is not None:
+            folder.log(0, {f"eval/{k}": v for k, v in heldout_before.items()})
+            _save_grid(folder, "eval-000000", images, heldout)
+
+    # The loop: collect (or draw pairs) -> update -> log -> checkpoint -> evaluate.
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, algo_config.iterations), initial=start, total=algo_config.iterations,
+               desc=f"{run.algo} iterations", disable=not (run.progress and main_process))
+    for iteration in bar:
+        tick = time.perf_counter()
+        torch.manual_seed(_seed(run.seed, iteration, accelerator.process_index, 0))
+        metrics: dict[str, float] = {"train/lr": algorithm.scheduler.get_last_lr()[0]}
+        if algorithm_class.uses_rollouts:
+            batch = _collect(prior, venv, sample_train_prompts(iteration), algo_config.rollouts_per_prompt,
+                             run, iteration, accelerator)
+            metrics.update(_rollout_metrics(batch, accelerator))
+        else:
+            assert golden is not None
+            batch = golden.batch(iteration, accelerator.process_index, accelerator.num_processes)
+        updates = algorithm.update(_to_device(batch, prior.device))
+        metrics.update({f"train/{k}": v for k, v in _mean_across_processes(updates, accelerator).items()})
+        done = iteration + 1
+        if run.eval_every and done % run.eval_every == 0 and done < algo_config.iterations:
+            heldout_now, images = _evaluate(prior, venv, heldout, run, accelerator)
+            metrics.update({f"eval/{k}": v for k, v in heldout_now.items()})
+            if folder is not None:
+                _save_grid(folder, f"eval-{done:06d}", images, heldout)
+        metrics["time/iteration_s"] = time.perf_counter() - tick
+        if folder is not None:
+            folder.log(done, metrics)
+            if done % checkpoint_every == 0 or done == algo_config.iterations:
+                state = {"prior": prior.state_dict(), "algorithm": algorithm.state_dict(), "heldout_before": heldout_before}
+                save_checkpoint(output_dir, done, state, run.keep_checkpoints)
+        if "rollout/reward" in metrics:
+            bar.set_postfix(reward=f"{metrics['rollout/reward']:.3f}")
+        accelerator.wait_for_everyone()
+        if callback is not None:
+            callback(done)
+    bar.close()
+
+    # Final evaluation, artefacts and summary.
+    heldout_after, images = _evaluate(prior, venv, heldout, run, accelerator)
+    summary = {
+        "algo": run.algo,
+        "env": run.env,
+        "seed": run.seed,
+        "iterations": algo_config.iterations,
+        "num_processes": accelerator.num_processes,
+        "heldout_prompts": len(heldout),
+        "heldout_noises_per_prompt": run.eval_noises_per_prompt,
+        "heldout_before": heldout_before,
+        "heldout_after": heldout_after,
+        "seconds_this_session": round(time.perf_counter() - started, 1),
+        "output_dir": str(output_dir),
+    }
+    if folder is not None:
+        folder.log(algo_config.iterations, {f"eval/{k}": v for k, v in heldout_after.items()})
+        _save_grid(folder, f"eval-{algo_config.iterations:06d}", images, heldout)
+        folder.plot_reward_curve({"rollout/reward": "training rollouts", "eval/reward": "held-out reward",
+                                  "eval/success": "held-out success rate"})
+        prior.save_pretrained(str(output_dir / "prior"))
+        summary["prior"] = str(output_dir / "prior")
+        write_json(output_dir / "summary.json", summary)
+        folder.close()
+        print(format_summary(summary))
+    venv.close()
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary's human-readable lines."""
+
+    def describe(metrics: dict[str, float]) -> str:
+        text = f"reward {metrics['reward']:.4f}"
+        return text + (f", success rate {metrics['success']:.3f}" if "success" in metrics else "")
+
+    return "\n".join([
+        f"{summary['algo']} on {summary['env']} (seed {summary['seed']}, {summary['iterations']} iterations) "
+        f"-> {summary['output_dir']}",
+        f"held-out ({summary['heldout_prompts']} prompts x {summary['heldout_noises_per_prompt']} noises) before: "
+        f"{describe(summary['heldout_before'])}",
+        f"held-out ({summary['heldout_prompts']} prompts x {summary['heldout_noises_per_prompt']} noises) after:  "
+        f"{describe(summary['heldout_after'])}",
+        f"time: {summary['seconds_this_session']:.0f} s",
+    ])
+
+
+# ------------------------------------------------------------------------------------ setup
+def _output_dir(run: RunConfig) -> str:
+    if run.output_dir is not None:
+        return str(run.output_dir)
+    if run.resume:
+        raise ValueError("--resume needs --output-dir: the folder of the run to continue")
+    return f"runs/{run.algo}-seed{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _config_record(run: RunConfig, algo_config: Any, num_processes: int) -> dict[str, Any]:
+    record = {"run": asdict(run), "algorithm": asdict(algo_config), "num_processes": num_processes}
+    return json.loads(json.dumps(record, default=str))
+
+
+def _check_resumable(output_dir: Path, record: dict[str, Any]) -> None:
+    stored_path = output_dir / "config.json"
+    if not stored_path.is_file():
+        raise CheckpointError(f"{stored_path} is missing: cannot check that --resume continues the same run")
+    stored = json.loads(stored_path.read_text())
+    changed = [
+        f"{section}.{key}: {stored[section].get(key)!r} -> {value!r}"
+        for section in ("run", "algorithm")
+        for key, value in record[section].items()
+        if key not in RESUMABLE and stored.get(section, {}).get(key) != value
+    ]
+    if stored.get("num_processes") != record["num_processes"]:
+        changed.append(f"num_processes: {stored.get('num_processes')} -> {record['num_processes']}")
+    if changed:
+        raise ValueError(f"--resume must use the settings of the run in {output_dir}; these differ: {'; '.join(changed)}")
+
+
+def _load_prior(run: RunConfig, algo_config: Any) -> NoiseARPrior | None:
+    """The prior to start from: --prior, else the shipped Shapes prior; None for a fresh nll prior."""
+    if run.prior is not None:
+        if not (Path(run.prior) / "config.json").is_file():
+            raise FileNotFoundError(f"--prior {run.prior!r} is not a prior folder (config.json missing); "
+                                    "pass a folder written by NoiseARPrior.save_pretrained")
+        return NoiseARPrior.from_pretrained(run.prior)
+    if isinstance(algo_config, NLLConfig):
+        return None
+    if run.env == SHAPES_ENV:
+        return NoiseARPrior.from_pretrained(str(shipped_shapes_prior_path()))
+    raise ValueError(f"--prior is required for {run.env} (a NoiseARPrior.save_pretrained folder)")
+
+
+def _make_env(run: RunConfig, backend: DiffusionBackend | None, patch_size: int) -> Any:
+    kwargs: dict[str, Any] = dict(
+        reward=run.reward, device=run.device, patch_size=patch_size,
+        num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale,
+    )
+    if backend is not None:
+        kwargs["backend"] = backend
+        if run.env == SHAPES_ENV:
+            # The env picks the world's prompt generator from a backend *name*; a built backend
+            # gets a pool drawn from the same generator instead.
+            from noisear_rl.pipelines.shapes import sample_prompts
+
+            kwargs["prompts"] = sample_prompts(4096, seed=run.seed)
+    return gym.make_vec(run.env, num_envs=run.num_envs, vectorization_mode="vector_entry_point", **kwargs)
+
+
+def _check_prior_fits(prior: NoiseARPrior, backend: DiffusionBackend) -> None:
+    if tuple(prior.latent_shape) != tuple(backend.latent_shape) or prior.config.cond_dim != backend.cond_dim:
+        raise ValueError(
+            f"the prior models latents {tuple(prior.latent_shape)} with condition width {prior.config.cond_dim}, "
+            f"but the environment's backend has {tuple(backend.latent_shape)} and {backend.cond_dim}; "
+            "pass a --prior trained for this backend"
+        )
+
+
+def _seed(*keys: int) -> int:
+    """A 32-bit seed derived from non-negative integers (run seed, iteration, process, stream)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------------- prompts
+def _heldout_prompts(run: RunConfig, world: Any) -> list[str]:
+    """The fixed evaluation prompts: `num_eval_prompts` spread evenly over the evaluation pool."""
+    if run.eval_prompts is not None:
+        pool = read_prompt_file(run.eval_prompts)
+    elif run.env == SHAPES_ENV:
+        from noisear_rl.pipelines.shapes.world import evaluation_prompts
+
+        pool = evaluation_prompts()
+    else:
+        pool = list(dict.fromkeys(world.sample_prompts(8 * run.num_eval_prompts, np.random.default_rng(run.eval_seed))))
+    pool = list(dict.fromkeys(pool))
+    count = min(run.num_eval_prompts, len(pool))
+    return [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count).round()]
+
+
+def _train_prompt_sampler(run: RunConfig, world: Any, heldout: set[str], count: int) -> Callable[[int], list[str]]:
+    """iteration -> its `count` training prompts (never a held-out one), the same on every process."""
+    if run.train_prompts is not None:
+        pool = [p for p in read_prompt_file(run.train_prompts) if p not in heldout]
+        if not pool:
+            raise ValueError(f"every prompt of {run.train_prompts} is a held-out evaluation prompt")
+        source = lambda n, rng: [pool[i] for i in rng.integers(len(pool), size=n)]  # noqa: E731
+    else:
+        source = world.sample_prompts
+
+    def sample(iteration: int) -> list[str]:
+        rng = np.random.default_rng(_seed(run.seed, iteration, 0, 3))
+        chosen: list[str] = []
+        for _ in range(100):
+            chosen += [p for p in source(2 * count, rng) if p not in heldout]
+            if len(chosen) >= count:
+                return chosen[:count]
+        raise ValueError("the prompt source yields only held-out evaluation prompts")
+
+    return sample
+
+
+# ---------------------------------------------------------------------------------- rollouts
+def _collect(
+    prior: NoiseARPrior, venv: Any, prompts: list[str], rollouts_per_prompt: int, run: RunConfig, iteration: int,
+    accelerator: Any,
+) -> RolloutBatch:
+    """This process's share of the iteration's rollouts: K contiguous episodes per prompt."""
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    if len(prompts) % processes:
+        raise ValueError(f"prompts_per_iteration ({len(prompts)}) must be divisible by the number of processes ({processes})")
+    mine = [p for p in prompts[rank::processes] for _ in range(rollouts_per_prompt)]
+    venv.unwrapped.np_random = np.random.default_rng(_seed(run.seed, iteration, rank, 2))
+    generator = torch.Generator(device=prior.device).manual_seed(_seed(run.seed, iteration, rank, 1))
+    prior.eval()
+    return collect_rollouts(venv, NoiseARPolicy(prior, run.temperature), mine, generator=generator)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """The batch dataclass with its tensors and condition on `device` (details stay where they are)."""
+    fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    return dataclasses.replace(batch, **{k: v.to(device) for k, v in fields.items() if isinstance(v, (torch.Tensor, Condition))})
+
+
+def _rollout_metrics(batch: RolloutBatch, accelerator: Any) -> dict[str, float]:
+    """Mean reward and reward details over all processes' rollouts."""
+    values = {"reward": batch.rewards.float(), **{k: v.float() for k, v in batch.details.items()}}
+    return {f"rollout/{k}": float(accelerator.gather(v.to(accelerator.device)).mean()) for k, v in values.items()}
+
+
+def _mean_across_processes(metrics: dict[str, float], accelerator: Any) -> dict[str, float]:
+    if accelerator.num_processes == 1:
+        return metrics
+    from accelerate.utils import gather_object
+
+    gathered = gather_object([metrics])
+    keys = sorted({k for m in gathered for k in m})
+    return {k: float(np.mean([m[k] for m in gathered if k in m])) for k in keys}
+
+
+def _evaluate(prior: NoiseARPrior, venv: Any, prompts: list[str], run: RunConfig, accelerator: Any) -> tuple[dict[str, float], Any]:
+    """Mean reward (and details) of the prior's noises on the held-out prompts, the same standard
+    normals every time; returns (metrics, images of the first noise per prompt or None off the main process)."""
+    from accelerate.utils import gather_object
+
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    episodes = [p for p in prompts for _ in range(run.eval_noises_per_prompt)]
+    mine = list(range(rank, len(episodes), processes))
+    env = venv.unwrapped
+    env.np_random = np.random.default_rng(_seed(run.eval_seed, run.seed, rank, 2))
+    generator = torch.Generator(device=prior.device).manual_seed(_seed(run.eval_seed, run.seed, rank, 1))
+    prior.eval()
+    env.return_image = True
+    try:
+        batch = collect_rollouts(venv, NoiseARPolicy(prior, run.temperature), [episodes[i] for i in mine], generator=generator)
+    finally:
+        env.return_image = False
+    rows = [(i, float(batch.rewards[j]), {k: float(v[j]) for k, v in batch.details.items()}, batch.images[j])
+            for j, i in enumerate(mine)]
+    rows = sorted(gather_object(rows) if processes > 1 else rows, key=lambda row: row[0])
+    metrics = {"reward": float(np.mean([r[1] for r in rows]))}
+    for key in rows[0][2]:
+        metrics[key] = float(np.mean([r[2][key] for r in rows]))
+    first = [r[3] for r in rows if r[0] % run.eval_noises_per_prompt == 0]
+    return metrics, torch.stack(first) if accelerator.is_main_process else None
+
+
+def _save_grid(folder: RunFolder, name: str, images: Any, prompts: list[str], max_images: int = 32) -> None:
+    if images is not None:
+        folder.save_image_grid(name, images[:max_images], prompts[:max_images])
+
+
+# -------------------------------------------------------------------------------- golden data
+class _GoldenPairs:
+    """Golden-noise pairs for nll, in epochs of seeded permutations; each prompt encoded once.
+
+    Pairs whose prompt is a held-out evaluation prompt are left out.
+    """
+
+    def __init__(self, data: str | None, world: Any, heldout: set[str], config: NLLConfig, seed: int) -> None:
+        from noisear_rl.data import GoldenNoiseDataset
+
+        if data is None:
+            raise ValueError("--algo nll needs --data: a golden-noise collection "
+                             "(make one with `python -m noisear_rl.collect --out DIR`)")
+        dataset = GoldenNoiseDataset(data, in_memory=True)
+        if tuple(dataset.latent_shape) != tuple(world.backend.latent_shape):
+            raise ValueError(f"{data} holds noises of shape {dataset.latent_shape}, the env's backend needs "
+                             f"{tuple(world.backend.latent_shape)}")
+        keep = torch.tensor([dataset.prompts[i] not in heldout for i in dataset.prompt_index.tolist()], dtype=torch.bool)
+        if not keep.any():
+            raise ValueError(f"every pair in {data} is of a held-out evaluation prompt")
+        self.noise = dataset.golden[keep]
+        self.prompt_index = dataset.prompt_index[keep]
+        self.cond: Condition = world.encode(dataset.prompts)
+        self.batch_size = config.batch_size
+        self.seed = seed
+
+    def batch(self, iteration: int, rank: int, processes: int) -> GoldenBatch:
+        """The iteration's pairs (this process's share): positions it*B .. (it+1)*B of the epoch permutations."""
+        n = len(self.noise)
+        positions = range(iteration * self.batch_size, (iteration + 1) * self.batch_size)
+        permutations: dict[int, torch.Tensor] = {}
+        rows = []
+        for position in positions:
+            epoch = position // n
+            if epoch not in permutations:
+                permutations[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 0, 4)))
+            rows.append(int(permutations[epoch][position % n]))
+        index = torch.tensor(rows[rank::processes], dtype=torch.long)
+        return GoldenBatch(self.noise[index], self.cond[self.prompt_index[index]])
+
+
+# --------------------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, Any]:
+    """Parses the command line: `--algo` picks the algorithm, whose config adds `--{algo}.*` flags."""
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--algo", default=RunConfig.algo)
+    name = pre.parse_known_args(argv)[0].algo
+    try:
+        algorithm_class = get_algorithm(name)
+    except KeyError as error:
+        raise SystemExit(f"error: {error.args[0]}") from None
+    config_class = algorithm_class.config_class
+    args_class = dataclasses.make_dataclass(
+        "TrainArgs",
+        [
+            ("run", Annotated[RunConfig, tyro.conf.arg(name="")], field(default_factory=RunConfig)),
+            (name, config_class, field(default_factory=config_class)),
+        ],
+    )
+    description = (f"{__doc__}\nAlgorithms: {', '.join(list_algorithms())}. "
+                   f"The options below are those of --algo {name}: {(config_class.__doc__ or '').strip()}")
+    args = tyro.cli(args_class, args=argv, prog="python -m noisear_rl.train", description=description)
+    return args.run, getattr(args, name)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """CLI entry point: `python -m noisear_rl.train --help`."""
+    run, algo_config = parse_args(argv)
+    return train(run, algo_config)
+
+
+if __name__ == "__main__":
+    main()
