@@ -4,7 +4,10 @@
     python -m noisear_rl.train --algo ppo --ppo.kl-coef 0.01 --seed 1
     python -m noisear_rl.train --algo nll --data data/shapes_golden --output-dir runs/shapes-nll
     python -m noisear_rl.train --algo dpo --output-dir runs/x --resume   # continue a killed run
-    accelerate launch --num_processes 2 --cpu -m noisear_rl.train --algo dpo   # 2 processes
+    accelerate launch --multi_gpu --num_processes 2 -m noisear_rl.train --algo dpo   # 2 processes
+
+(On a CPU-only machine `--multi_gpu` still works: torchrun starts the processes and they talk over
+gloo; `accelerate launch --cpu --num_processes 2` starts one process unless MPI is set up.)
 
 `--algo NAME --help` lists that algorithm's options. Every iteration collects rollouts of the
 training prompts (or draws golden-noise pairs for nll), calls the algorithm's `update`, logs,
@@ -34,7 +37,7 @@ from noisear_rl.algorithms.nll import GoldenBatch, NLLConfig, build_prior
 from noisear_rl.envs.policy import NoiseARPolicy
 from noisear_rl.envs.prompts import read_prompt_file
 from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
-from noisear_rl.io import write_json
+from noisear_rl.io import save_pretrained_atomically, write_json
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
@@ -233,7 +236,7 @@ def train(
         _save_grid(folder, f"eval-{algo_config.iterations:06d}", images, heldout)
         folder.plot_reward_curve({"rollout/reward": "training rollouts", "eval/reward": "held-out reward",
                                   "eval/success": "held-out success rate"})
-        prior.save_pretrained(str(output_dir / "prior"))
+        save_pretrained_atomically(prior, output_dir / "prior")
         summary["prior"] = str(output_dir / "prior")
         write_json(output_dir / "summary.json", summary)
         folder.close()

@@ -210,3 +210,15 @@ def test_unknown_reset_option_and_unknown_backend_are_clear_errors():
         gym.make("NoiseAR-SDXL-v0", backend="no-such-backend")
     with pytest.raises(ValueError, match="patch_size"):
         make(patch_size=3)
+
+
+def test_a_built_shapes_backend_keeps_the_worlds_prompts_reward_and_patch_size():
+    from noisear_rl.pipelines import load_backend
+    from noisear_rl.pipelines.shapes.world import parse_prompt
+    from noisear_rl.reward_models.shapes import ShapesVerifier
+
+    env = gym.make("NoiseAR-SDXL-v0", backend=load_backend("shapes", num_inference_steps=2))
+    world = env.unwrapped.world
+    assert world.patch_size == 8 and isinstance(world.reward, ShapesVerifier)
+    for seed in range(5):
+        assert parse_prompt(env.reset(seed=seed)[1]["prompt"])  # a Shapes prompt, not an SDXL one

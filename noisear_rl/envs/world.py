@@ -92,14 +92,15 @@ class NoiseWorld:
     ) -> None:
         from noisear_rl.envs.prompts import make_prompt_source
 
-        name = backend if isinstance(backend, str) else type(backend).__name__
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.backend = load_backend_once(
             backend, model=model, device=device, dtype=torch_dtype,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
         )
+        # The Shapes world has its own prompts, reward and patch size, however its backend was given.
+        name = "shapes" if type(self.backend).__name__ == "ShapesBackend" else str(backend)
         if reward is None:
-            reward = "shapes" if name == "shapes" or "Shapes" in name else "imagereward"
+            reward = "shapes" if name == "shapes" else "imagereward"
         self.reward = load_reward(reward, device=device) if isinstance(reward, str) else reward.to(device)
         self.sample_prompts = make_prompt_source(name, prompts)
         self.patch_size = patch_size or DEFAULT_PATCH_SIZE.get(name, 32)
