@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from noisear_rl.envs.rollout import RolloutBatch
+from noisear_rl.schedules import warmup_cosine
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.registry import Registry
@@ -217,12 +218,9 @@ class Algorithm(ABC):
 
     def _lr_factor(self, iteration: int) -> float:
         warmup, total = self.config.warmup_iterations, self.config.iterations
-        if iteration < warmup:
-            return (iteration + 1) / warmup
         if self.config.lr_schedule == "cosine":
-            progress = (iteration - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
+            return warmup_cosine(iteration, warmup, total)
+        return (iteration + 1) / warmup if iteration < warmup else 1.0
 
     # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -51,8 +51,7 @@ class NoiseEnv(gym.Env):
         )
         self.render_mode = render_mode
         self.return_image = return_image
-        cond_length = self.world.encode(self.world.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
-        self.observation_space = self.world.observation_space(cond_length)
+        self.observation_space = self.world.observation_space()
         self.action_space = self.world.action_space()
         self.prompt: str | None = None
         self.cond: Condition | None = None

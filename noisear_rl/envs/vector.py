@@ -55,8 +55,7 @@ class NoiseVectorEnv(VectorEnv):
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.return_image = return_image
-        cond_length = self.world.encode(self.world.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
-        self.single_observation_space = self.world.observation_space(cond_length)
+        self.single_observation_space = self.world.observation_space()
         self.single_action_space = self.world.action_space()
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)

@@ -110,13 +110,14 @@ class NoiseWorld:
         self.num_patches = num_patches(height, width, self.patch_size)
         self.patch_dim = channels * self.patch_size**2
         self._cond_cache: dict[str, Condition] = {}
+        self.cond_length = self.encode(self.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
 
     # ------------------------------------------------------------------------------------ spaces
-    def observation_space(self, cond_length: int) -> spaces.Dict:
+    def observation_space(self) -> spaces.Dict:
         """Condition [L, D], patches chosen so far [T, C*p*p] (zeros after `num_done`), `num_done`."""
         return spaces.Dict(
             {
-                "cond": spaces.Box(-np.inf, np.inf, (cond_length, self.backend.cond_dim), np.float32),
+                "cond": spaces.Box(-np.inf, np.inf, (self.cond_length, self.backend.cond_dim), np.float32),
                 "patches": spaces.Box(-np.inf, np.inf, (self.num_patches, self.patch_dim), np.float32),
                 "num_done": spaces.Discrete(self.num_patches + 1),
             }

@@ -26,7 +26,7 @@ from noisear_rl.data import GoldenNoiseDataset
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.io import save_pretrained_atomically
-from noisear_rl.pipelines.shapes.train import lr_factor
+from noisear_rl.schedules import warmup_cosine
 
 
 @dataclass
@@ -112,7 +112,7 @@ def train_golden_network(
         width=config.width, svd_hidden=config.svd_hidden, attention_heads=config.attention_heads,
     ).to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))  # type: ignore[arg-type]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps, config.final_lr_fraction))
 
     def batch(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return noise[rows].to(device), cond[prompt_index[rows]].to(device), golden[rows].to(device)

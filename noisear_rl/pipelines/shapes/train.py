@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import tyro
 
 from noisear_rl.io import save_pretrained_atomically
+from noisear_rl.schedules import warmup_cosine
 from noisear_rl.pipelines.shapes.pipeline import DEFAULT_WEIGHTS, ShapesPipeline, build_shapes_pipeline
 from noisear_rl.pipelines.shapes.world import render_batch, sample_scenes, scene_to_prompt
 
@@ -153,11 +153,7 @@ def train(config: TrainConfig) -> ShapesPipeline:
 
 def lr_factor(step: int, config: TrainConfig) -> float:
     """Linear warm-up to 1, then cosine decay to `final_lr_fraction` at the last step."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return config.final_lr_fraction + (1 - config.final_lr_fraction) * cosine
+    return warmup_cosine(step, config.warmup_steps, config.steps, config.final_lr_fraction)
 
 
 @torch.no_grad()
