@@ -91,7 +91,8 @@ class RunConfig:
     eval_prompts: str | None = None
     """Prompt file for held-out evaluation. None: the world's evaluation set (Shapes) or a fixed draw."""
     num_eval_prompts: int = 64
-    """Held-out prompts scored before and after training (removed from the training prompts)."""
+    """Held-out prompts scored before and after training, spread over the evaluation pool (the
+    whole pool is removed from the training prompts, so any of it can be used to compare runs)."""
     eval_noises_per_prompt: int = 1
     """Noises sampled per held-out prompt."""
     eval_every: int = 0
@@ -159,9 +160,10 @@ def train(
     prior = prior.to(accelerator.device)
     _check_prior_fits(prior, world.backend)
     algorithm: Algorithm = algorithm_class(algo_config, prior, temperature=run.temperature, accelerator=accelerator)
-    heldout = _heldout_prompts(run, world)
-    sample_train_prompts = _train_prompt_sampler(run, world, set(heldout), getattr(algo_config, "prompts_per_iteration", 0))
-    golden = _GoldenPairs(run.data, world, set(heldout), algo_config, run.seed) if not algorithm_class.uses_rollouts else None
+    pool = _evaluation_pool(run, world)
+    heldout = _heldout_prompts(run, pool)
+    sample_train_prompts = _train_prompt_sampler(run, world, set(pool), getattr(algo_config, "prompts_per_iteration", 0))
+    golden = _GoldenPairs(run.data, world, set(pool), algo_config, run.seed) if not algorithm_class.uses_rollouts else None
 
     checkpoint_every = run.checkpoint_every or max(1, algo_config.iterations // 20)
     start, heldout_before = 0, None
@@ -340,8 +342,10 @@ def _seed(*keys: int) -> int:
 
 
 # ---------------------------------------------------------------------------------- prompts
-def _heldout_prompts(run: RunConfig, world: Any) -> list[str]:
-    """The fixed evaluation prompts: `num_eval_prompts` spread evenly over the evaluation pool."""
+def _evaluation_pool(run: RunConfig, world: Any) -> list[str]:
+    """Every prompt that evaluation may use, none of which is ever trained on: --eval-prompts, the
+    Shapes world's evaluation set (the 208 prompts of `python -m noisear_rl.evaluate`), or a fixed
+    draw from the world's prompts."""
     if run.eval_prompts is not None:
         pool = read_prompt_file(run.eval_prompts)
     elif run.env == SHAPES_ENV:
@@ -349,8 +353,12 @@ def _heldout_prompts(run: RunConfig, world: Any) -> list[str]:
 
         pool = evaluation_prompts()
     else:
-        pool = list(dict.fromkeys(world.sample_prompts(8 * run.num_eval_prompts, np.random.default_rng(run.eval_seed))))
-    pool = list(dict.fromkeys(pool))
+        pool = world.sample_prompts(8 * run.num_eval_prompts, np.random.default_rng(run.eval_seed))
+    return list(dict.fromkeys(pool))
+
+
+def _heldout_prompts(run: RunConfig, pool: list[str]) -> list[str]:
+    """The prompts scored before and after training: `num_eval_prompts` spread evenly over the pool."""
     count = min(run.num_eval_prompts, len(pool))
     return [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count).round()]
 

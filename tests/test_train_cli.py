@@ -76,6 +76,20 @@ def run_training(backend, name, out, golden_dir=None, callback=None, **overrides
     return summary, prior
 
 
+def test_training_never_sees_a_prompt_of_the_evaluation_pool(backend, tmp_path, monkeypatch):
+    """Every prompt of `evaluation_prompts()` (what `noisear_rl.evaluate` scores) is held out of
+    training, not only the `num_eval_prompts` scored during the run."""
+    from noisear_rl.pipelines.shapes import evaluation_prompts
+
+    algorithm = get_algorithm("reinforce")
+    trained: list[str] = []
+    update = algorithm.update
+    monkeypatch.setattr(algorithm, "update", lambda self, batch: trained.extend(batch.prompts) or update(self, batch))
+    run_training(backend, "reinforce", tmp_path / "run", iterations=3)
+    assert len(trained) == 3 * 2 * 4
+    assert not set(trained) & set(evaluation_prompts())
+
+
 @pytest.mark.parametrize("name", ALGORITHMS)
 def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tmp_path, name, capsys):
     out = tmp_path / "run"

@@ -137,9 +137,10 @@ def sample_prompts(n: int, seed: int) -> list[str]:
 def evaluation_prompts() -> list[str]:
     """The fixed evaluation set: all 48 one-object prompts and 160 seeded two-object prompts.
 
-    The world has only 480 distinct prompts and training samples all of them, so the set is not
-    disjoint from training prompts; what is held out are the initial noises (and, for the
-    images, the jitter). Two-object scenes are drawn without replacement.
+    The world has 480 distinct prompts and `sample_prompts` draws from all of them; `train.py`
+    removes this whole set from its training prompts (leaving 272 two-object prompts), so
+    these prompts, their noises and their images' jitter are all unseen in training. Two-object
+    scenes are drawn without replacement.
     """
     scenes = all_scenes()
     singles = [s for s in scenes if len(s) == 1]
