@@ -214,7 +214,7 @@ def test_two_processes_with_accelerate(tmp_path):
     """`accelerate launch` with 2 CPU processes: both end with the same parameters."""
     script = tmp_path / "two.py"
     script.write_text(textwrap.dedent(f"""
-        import sys, torch
+        import os, sys, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_train_cli import configs, tiny_prior
         from noisear_rl.pipelines.shapes import ShapesBackend, build_tiny_shapes_pipeline
@@ -225,7 +225,9 @@ def test_two_processes_with_accelerate(tmp_path):
         prior = tiny_prior(backend.cond_dim)
         summary = train(run, algo, backend=backend, prior=prior)
         total = sum(float(p.double().sum()) for p in prior.parameters())
-        print("PROCESS", summary["num_processes"], repr(total), flush=True)
+        # one file per process: lines printed by two processes to one pipe can interleave
+        with open({str(tmp_path)!r} + "/process-" + os.environ["RANK"] + ".txt", "w") as f:
+            f.write(f"{{summary['num_processes']}} {{total!r}}")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with socket.socket() as probe:  # a free port, so parallel launches elsewhere cannot collide
@@ -236,7 +238,7 @@ def test_two_processes_with_accelerate(tmp_path):
                "--main_process_port", str(port), str(script)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("PROCESS")]
-    assert len(lines) == 2 and all(line[1] == "2" for line in lines)
-    assert lines[0][2] == lines[1][2]  # the gradient averaging keeps both copies identical
+    results = [(tmp_path / f"process-{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert all(processes == "2" for processes, _ in results)
+    assert results[0][1] == results[1][1]  # the gradient averaging keeps both copies identical
     assert (tmp_path / "run" / "summary.json").is_file()
