@@ -29,7 +29,7 @@ from noisear_rl.noise_sources.npnet import NoisePromptNetwork
 from noisear_rl.pipelines.shapes import ShapesBackend, build_shapes_pipeline, evaluation_prompts
 from noisear_rl.pipelines.shapes.pipeline import DEFAULT_WEIGHTS
 from noisear_rl.reward_models import load_reward
-from noisear_rl.train import SHAPES_PRIOR
+from noisear_rl.prior.shipped import SHAPES_PRIOR
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int) -> float:
