@@ -49,19 +49,31 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a new empty folder beside `path`; if the block succeeds, the folder replaces `path`.
+
+    A crash never leaves half a folder at `path`: the old one (if any) stays until the swap.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; give the folder the usual mode
+    old = tmp.with_suffix(".old")
+    try:
+        yield tmp
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
 def save_pretrained_atomically(obj: Any, output_dir: str | os.PathLike[str], extras: dict[str, str] | None = None) -> None:
-    """`obj.save_pretrained` plus `extras` (file name -> text) into a sibling temporary folder,
-    then swapped in: a crash never leaves half a model, and the old one stays until the swap."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    obj.save_pretrained(tmp, safe_serialization=True)
-    for name, text in (extras or {}).items():
-        (tmp / name).write_text(text)
-    old = output_dir.with_name(f".{output_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output_dir.exists():
-        output_dir.rename(old)
-    tmp.rename(output_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    """`obj.save_pretrained` plus `extras` (file name -> text), swapped in with `atomic_folder`."""
+    with atomic_folder(output_dir) as tmp:
+        obj.save_pretrained(tmp, safe_serialization=True)
+        for name, text in (extras or {}).items():
+            (tmp / name).write_text(text)

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from noisear_rl.io import atomic_write, write_json
+from noisear_rl.io import atomic_folder, atomic_write, write_json
 
 CHECKPOINTS = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
@@ -101,16 +99,9 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{step:06d}"
     tree, tensors = flatten_state(state)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder))
-    try:
+    with atomic_folder(target) as tmp:  # a resumed run may write the same step again
         save_file(tensors, str(tmp / TENSORS_FILE))
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, "state": tree}, indent=1) + "\n")
-        if target.exists():  # a resumed run writing the same step again
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     for old in checkpoint_dirs(run_dir)[: -max(1, keep)]:
         shutil.rmtree(old)
     return target

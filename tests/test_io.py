@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from noisear_rl.io import atomic_path, write_json
+from noisear_rl.io import atomic_folder, atomic_path, write_json
 
 
 def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -25,3 +25,21 @@ def test_atomic_files_get_the_umask_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_atomic_folder_replaces_the_old_folder_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "ckpt"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "1"
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~mask
