@@ -25,7 +25,6 @@ import time
 from collections import defaultdict
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +33,7 @@ from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import get_algorithm
 from noisear_rl.algorithms.losses import per_prompt_normalize
 from noisear_rl.envs import NoiseARPolicy, collect_rollouts
+from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
 from noisear_rl.pipelines.shapes.world import parse_prompt
@@ -93,8 +93,9 @@ def main() -> None:
     world = venv.unwrapped.world
     prior = NoiseARPrior.from_pretrained(shipped_shapes_prior_path()).eval()
     pool = evaluation_prompts()
-    heldout = [pool[int(i)] for i in np.linspace(0, len(pool) - 1, args.heldout_prompts).round()]
-    candidates = [p for p in dict.fromkeys(sample_prompts(20 * args.train_prompts, seed=args.seed)) if p not in set(pool)]
+    heldout = evenly_spaced(pool, args.heldout_prompts)
+    evaluation = set(pool)
+    candidates = [p for p in dict.fromkeys(sample_prompts(20 * args.train_prompts, seed=args.seed)) if p not in evaluation]
     train_prompts = candidates[: args.train_prompts]
     k = args.rollouts
 

@@ -41,8 +41,8 @@ from noisear_rl.data import (
 )
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.pipelines.golden import golden_noise
+from noisear_rl.reward_models.clip_rewards import as_dtype
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMAT = "noisear-rl golden-noise v1"
 # Settings that may change between a run and its resumption without changing what is written.
 _RESUMABLE_CHANGES = ("out", "device", "batch_size", "overwrite", "progress", "threads")
@@ -221,7 +221,7 @@ def _collect_shard(
             reward_parts.append(
                 _rewards(backend, reward, x_T, golden, rows_cond, [prompts[start + int(r)] for r in rows], generator)
             )
-    storage = DTYPES[config.storage_dtype]
+    storage = as_dtype(config.storage_dtype)
     tensors = {
         "noise": noise.to(storage),
         "golden": torch.cat(golden_parts).to(storage),
@@ -313,15 +313,17 @@ def _prepare_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> Non
 def _build_backend(config: CollectConfig) -> DiffusionBackend:
     from noisear_rl.pipelines.factory import load_backend
 
-    kwargs: dict[str, Any] = {"device": config.device, "dtype": DTYPES[config.dtype]}
-    if config.model is not None:
-        kwargs["model"] = config.model
-    if config.num_inference_steps is not None:
+    kwargs: dict[str, Any] = {}
+    if config.num_inference_steps is not None:  # tiny backends' own default applies only when it is absent
         kwargs["num_inference_steps"] = config.num_inference_steps
-    backend = load_backend(config.backend, **kwargs)
-    if hasattr(backend, "batch_size"):  # the diffusers backends' own chunking (encode, generate)
-        backend.batch_size = config.batch_size
-    return backend
+    return load_backend(
+        config.backend,
+        model=config.model,
+        device=config.device,
+        dtype=as_dtype(config.dtype),
+        batch_size=config.batch_size,
+        **kwargs,
+    )
 
 
 def _progress_bar(config: CollectConfig, total: int, initial: int) -> Any:

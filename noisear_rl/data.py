@@ -28,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from noisear_rl.envs.prompts import read_prompt_file
 from noisear_rl.io import atomic_write, write_json
 
 MANIFEST = "manifest.json"
@@ -90,35 +91,6 @@ def write_prompts(path: str | Path, prompts: list[str]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
 
 
-def read_prompt_file(path: str | Path) -> list[str]:
-    """Reads prompts from a text file (one a line) or JSONL (`.jsonl`: key "prompt", "caption" or "text").
-
-    Blank lines are skipped.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: A JSONL line has none of the accepted keys, or the file holds no prompt.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
-    prompts: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            record = json.loads(line)
-            text = next((record[key] for key in ("prompt", "caption", "text") if key in record), None)
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{number}: a JSONL line needs a string field 'prompt', 'caption' or 'text'")
-            prompts.append(text)
-        else:
-            prompts.append(line.strip())
-    if not prompts:
-        raise ValueError(f"prompt file {str(path)!r} holds no prompt")
-    return prompts
-
-
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """The manifest of the collection in `root`."""
     path = Path(root) / MANIFEST
@@ -169,9 +141,7 @@ class GoldenNoiseDataset(torch.utils.data.Dataset):
         self.manifest = read_manifest(root)
         if require_complete and not self.manifest.get("complete", False):
             raise RuntimeError(f"collection {str(root)!r} is unfinished; rerun the same collect command to finish it")
-        self.prompts = [
-            json.loads(line)["prompt"] for line in (self.root / PROMPTS).read_text("utf-8").splitlines() if line
-        ]
+        self.prompts = read_prompt_file(self.root / PROMPTS)
         self.with_noise = with_noise
         self.latent_shape = tuple(self.manifest["latent_shape"])
         self._shards = list_shards(root)

@@ -45,10 +45,12 @@ from torch import Tensor
 
 from noisear_rl.io import atomic_write, write_json
 from noisear_rl.noise_sources import NoiseSource, load_noise_source, parse_spec, source_label
+from noisear_rl.noise_sources.base import encode_on_cpu
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.reward_models import RewardModel, load_reward
+from noisear_rl.reward_models.clip_rewards import as_dtype
+from noisear_rl.seeds import derive_seed
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CELL_FORMAT = "noisear-rl evaluation cell v1"
 GRID_MAX_SIDE = 256  # grid images are stored downscaled to at most this many pixels a side
 
@@ -104,7 +106,8 @@ class Cell:
     Attributes:
         values: Metric column -> [P] per-prompt values.
         grid_images: [G, 3, h, w] uint8 images of the grid prompts.
-        timing: noise_seconds, generate_seconds, reward_seconds, images.
+        timing: noise_seconds, generate_seconds, images (cells stored before may also hold
+            reward_seconds, which nothing reads).
     """
 
     values: dict[str, Tensor]
@@ -170,7 +173,7 @@ def run_cells(
     """Computes and stores the (spec, label, seed) cells in `todo`, one source in memory at a time."""
     from tqdm.auto import tqdm
 
-    cond = _encode(backend, prompts, config.batch_size)
+    cond = encode_on_cpu(backend, prompts, config.batch_size)  # on the CPU until a chunk is used
     bar = tqdm(total=len(todo) * math.ceil(len(prompts) / config.batch_size), unit="batch", desc="evaluate",
                disable=not config.progress)
     _warm_up(backend, rewards, prompts[:1], cond[:1])
@@ -179,7 +182,7 @@ def run_cells(
         if loaded is None or loaded[0] != label:
             loaded = None  # free the previous source first
             source = load_noise_source(spec, backend=backend, reward=rewards[config.metrics[0]])
-            _call_source(source, prompts[:1], cond[:1], torch.Generator(device=backend.device).manual_seed(0))  # warm-up
+            _call_source(source, prompts[:1], cond[:1].to(backend.device), torch.Generator(device=backend.device).manual_seed(0))  # warm-up
             loaded = (label, source)
         bar.set_postfix_str(f"{label} seed {seed}")
         cell = run_cell(loaded[1], backend, rewards, prompts, cond, seed, config.batch_size, grid_rows, bar)
@@ -200,18 +203,18 @@ def run_cell(
 ) -> Cell:
     """One source on every prompt for one seed: noises, images, metrics, timing."""
     columns: dict[str, list[Tensor]] = {}
-    timing = {"noise_seconds": 0.0, "generate_seconds": 0.0, "reward_seconds": 0.0, "images": float(len(prompts))}
+    timing = {"noise_seconds": 0.0, "generate_seconds": 0.0, "images": float(len(prompts))}
     grid: dict[int, Tensor] = {}
     for chunk, first in enumerate(range(0, len(prompts), batch_size)):
         rows = list(range(first, min(first + batch_size, len(prompts))))
-        chunk_prompts, chunk_cond = [prompts[i] for i in rows], cond[first : first + len(rows)]
-        generator = torch.Generator(device=backend.device).manual_seed(chunk_seed(seed, chunk))
+        chunk_prompts, chunk_cond = [prompts[i] for i in rows], cond[first : first + len(rows)].to(backend.device)
+        generator = torch.Generator(device=backend.device).manual_seed(derive_seed(seed, chunk))
         start = _now(backend.device)
         noise = _call_source(source, chunk_prompts, chunk_cond, generator)
         made = _now(backend.device)
         sampler = torch.Generator(device=backend.device).manual_seed(seed)
         with torch.no_grad():
-            images = backend.generate(noise, chunk_cond.to(backend.device), generator=sampler).float()
+            images = backend.generate(noise, chunk_cond, generator=sampler).float()
         generated = _now(backend.device)
         for metric, reward in rewards.items():
             output = reward.evaluate(images, chunk_prompts)
@@ -219,7 +222,6 @@ def run_cell(
                 columns.setdefault(column, []).append(values)
         timing["noise_seconds"] += made - start
         timing["generate_seconds"] += generated - made
-        timing["reward_seconds"] += _now(backend.device) - generated
         for i, row in enumerate(rows):
             if row in grid_rows:
                 grid[row] = _thumbnail(images[i])
@@ -240,20 +242,15 @@ def metric_columns(metric: str, scores: Tensor, details: dict[str, Tensor], batc
     return columns
 
 
-def chunk_seed(seed: int, chunk: int) -> int:
-    """The generator seed of chunk `chunk` of seed `seed` (the same for every source)."""
-    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
-
-
 @torch.no_grad()
 def _call_source(source: NoiseSource, prompts: list[str], cond: Condition, generator: torch.Generator) -> Tensor:
-    return source(prompts, cond.to(source.backend.device), generator)
+    return source(prompts, cond, generator)
 
 
 def _warm_up(backend: DiffusionBackend, rewards: dict[str, RewardModel], prompts: list[str], cond: Condition) -> None:
     """One untimed generation and scoring, so no source pays the backend's first-call costs."""
     with torch.no_grad():
-        images = backend.generate(backend.random_latents(1), cond.to(backend.device)).float()
+        images = backend.generate(backend.random_latents(1), cond).float()
     for reward in rewards.values():
         reward.evaluate(images, prompts)
 
@@ -534,15 +531,9 @@ def load_prompts(config: EvaluateConfig) -> list[str]:
 def _load_backend(config: EvaluateConfig) -> DiffusionBackend:
     from noisear_rl.pipelines.factory import load_backend
 
-    kwargs: dict[str, Any] = {"device": config.device, "dtype": DTYPES[config.dtype]}
+    kwargs: dict[str, Any] = {"device": config.device, "dtype": as_dtype(config.dtype)}
     optional = {"model": config.model, "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale}
     return load_backend(config.backend, **kwargs, **{k: v for k, v in optional.items() if v is not None})
-
-
-def _encode(backend: DiffusionBackend, prompts: list[str], batch_size: int) -> Condition:
-    """Every prompt encoded once (on the CPU until a chunk is used)."""
-    with torch.no_grad():
-        return Condition.cat([backend.encode(prompts[i : i + batch_size]).to("cpu") for i in range(0, len(prompts), batch_size)])
 
 
 def _grid_rows(num_prompts: int, count: int) -> list[int]:

@@ -64,7 +64,12 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         if target.exists():
             target.rename(old)
-        tmp.rename(target)
+        try:
+            tmp.rename(target)
+        except BaseException:
+            if old.exists():
+                old.rename(target)  # the swap failed: the old folder goes back
+            raise
     finally:
         for leftover in (tmp, old):
             if leftover.exists():

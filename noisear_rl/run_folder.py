@@ -95,9 +95,7 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
 
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Writes `state` as `checkpoints/step-{step}` atomically and deletes all but the newest `keep`."""
-    folder = Path(run_dir) / CHECKPOINTS
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"step-{step:06d}"
+    target = Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
     tree, tensors = flatten_state(state)
     with atomic_folder(target) as tmp:  # a resumed run may write the same step again
         save_file(tensors, str(tmp / TENSORS_FILE))
@@ -178,10 +176,6 @@ class RunFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.root / "config.json", config)
-
-    def read_config(self) -> dict[str, Any] | None:
-        path = self.root / "config.json"
-        return json.loads(path.read_text()) if path.is_file() else None
 
     def log(self, iteration: int, metrics: dict[str, float]) -> None:
         """Appends one JSONL record and the same scalars to TensorBoard."""

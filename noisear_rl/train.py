@@ -35,10 +35,11 @@ import noisear_rl  # noqa: F401  (registers the environments)
 from noisear_rl.algorithms.base import Algorithm, get_algorithm, list_algorithms
 from noisear_rl.algorithms.nll import GoldenBatch, NLLConfig, build_prior
 from noisear_rl.envs.policy import NoiseARPolicy
-from noisear_rl.envs.prompts import read_prompt_file
+from noisear_rl.envs.prompts import evenly_spaced, read_prompt_file
 from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
 from noisear_rl.io import save_pretrained_atomically, write_json
-from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.noise_sources.noisear import resolve_prior
+from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
 from noisear_rl.run_folder import (
@@ -49,6 +50,7 @@ from noisear_rl.run_folder import (
     load_checkpoint,
     save_checkpoint,
 )
+from noisear_rl.seeds import derive_seed
 
 SHAPES_ENV = "NoiseAR-Shapes-v0"
 # Settings that may differ between a run and its resumption without changing its result.
@@ -158,7 +160,7 @@ def train(
     if prior is None:  # nll without --prior: a fresh prior shaped for the env's backend
         prior = build_prior(algo_config, tuple(world.backend.latent_shape), world.backend.cond_dim)
     prior = prior.to(accelerator.device)
-    _check_prior_fits(prior, world.backend)
+    check_fits(world.backend, prior.latent_shape, prior.config.cond_dim, "the prior (--prior)")
     algorithm: Algorithm = algorithm_class(algo_config, prior, temperature=run.temperature, accelerator=accelerator)
     pool = _evaluation_pool(run, world)
     heldout = _heldout_prompts(run, pool)
@@ -188,7 +190,7 @@ def train(
                desc=f"{run.algo} iterations", disable=not (run.progress and main_process))
     for iteration in bar:
         tick = time.perf_counter()
-        torch.manual_seed(_seed(run.seed, iteration, accelerator.process_index, 0))
+        torch.manual_seed(derive_seed(run.seed, iteration, accelerator.process_index, 0))
         metrics: dict[str, float] = {"train/lr": algorithm.scheduler.get_last_lr()[0]}
         if algorithm_class.uses_rollouts:
             batch = _collect(prior, venv, sample_train_prompts(iteration), algo_config.rollouts_per_prompt,
@@ -300,10 +302,7 @@ def _check_resumable(output_dir: Path, record: dict[str, Any]) -> None:
 def _load_prior(run: RunConfig, algo_config: Any) -> NoiseARPrior | None:
     """The prior to start from: --prior, else the shipped Shapes prior; None for a fresh nll prior."""
     if run.prior is not None:
-        if not (Path(run.prior) / "config.json").is_file():
-            raise FileNotFoundError(f"--prior {run.prior!r} is not a prior folder (config.json missing); "
-                                    "pass a folder written by NoiseARPrior.save_pretrained")
-        return NoiseARPrior.from_pretrained(run.prior)
+        return resolve_prior(run.prior)[0]
     if isinstance(algo_config, NLLConfig):
         return None
     if run.env == SHAPES_ENV:
@@ -318,27 +317,7 @@ def _make_env(run: RunConfig, backend: DiffusionBackend | None, patch_size: int)
     )
     if backend is not None:
         kwargs["backend"] = backend
-        if run.env == SHAPES_ENV:
-            # The env picks the world's prompt generator from a backend *name*; a built backend
-            # gets a pool drawn from the same generator instead.
-            from noisear_rl.pipelines.shapes import sample_prompts
-
-            kwargs["prompts"] = sample_prompts(4096, seed=run.seed)
     return gym.make_vec(run.env, num_envs=run.num_envs, vectorization_mode="vector_entry_point", **kwargs)
-
-
-def _check_prior_fits(prior: NoiseARPrior, backend: DiffusionBackend) -> None:
-    if tuple(prior.latent_shape) != tuple(backend.latent_shape) or prior.config.cond_dim != backend.cond_dim:
-        raise ValueError(
-            f"the prior models latents {tuple(prior.latent_shape)} with condition width {prior.config.cond_dim}, "
-            f"but the environment's backend has {tuple(backend.latent_shape)} and {backend.cond_dim}; "
-            "pass a --prior trained for this backend"
-        )
-
-
-def _seed(*keys: int) -> int:
-    """A 32-bit seed derived from non-negative integers (run seed, iteration, process, stream)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------------------------- prompts
@@ -359,8 +338,7 @@ def _evaluation_pool(run: RunConfig, world: Any) -> list[str]:
 
 def _heldout_prompts(run: RunConfig, pool: list[str]) -> list[str]:
     """The prompts scored before and after training: `num_eval_prompts` spread evenly over the pool."""
-    count = min(run.num_eval_prompts, len(pool))
-    return [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count).round()]
+    return evenly_spaced(pool, run.num_eval_prompts)
 
 
 def _train_prompt_sampler(run: RunConfig, world: Any, heldout: set[str], count: int) -> Callable[[int], list[str]]:
@@ -374,7 +352,7 @@ def _train_prompt_sampler(run: RunConfig, world: Any, heldout: set[str], count: 
         source = world.sample_prompts
 
     def sample(iteration: int) -> list[str]:
-        rng = np.random.default_rng(_seed(run.seed, iteration, 0, 3))
+        rng = np.random.default_rng(derive_seed(run.seed, iteration, 0, 3))
         chosen: list[str] = []
         for _ in range(100):
             chosen += [p for p in source(2 * count, rng) if p not in heldout]
@@ -395,8 +373,8 @@ def _collect(
     if len(prompts) % processes:
         raise ValueError(f"prompts_per_iteration ({len(prompts)}) must be divisible by the number of processes ({processes})")
     mine = [p for p in prompts[rank::processes] for _ in range(rollouts_per_prompt)]
-    venv.unwrapped.np_random = np.random.default_rng(_seed(run.seed, iteration, rank, 2))
-    generator = torch.Generator(device=prior.device).manual_seed(_seed(run.seed, iteration, rank, 1))
+    venv.unwrapped.np_random = np.random.default_rng(derive_seed(run.seed, iteration, rank, 2))
+    generator = torch.Generator(device=prior.device).manual_seed(derive_seed(run.seed, iteration, rank, 1))
     prior.eval()
     return collect_rollouts(venv, NoiseARPolicy(prior, run.temperature), mine, generator=generator)
 
@@ -432,15 +410,16 @@ def _evaluate(prior: NoiseARPrior, venv: Any, prompts: list[str], run: RunConfig
     episodes = [p for p in prompts for _ in range(run.eval_noises_per_prompt)]
     mine = list(range(rank, len(episodes), processes))
     env = venv.unwrapped
-    env.np_random = np.random.default_rng(_seed(run.eval_seed, run.seed, rank, 2))
-    generator = torch.Generator(device=prior.device).manual_seed(_seed(run.eval_seed, run.seed, rank, 1))
+    env.np_random = np.random.default_rng(derive_seed(run.eval_seed, run.seed, rank, 2))
+    generator = torch.Generator(device=prior.device).manual_seed(derive_seed(run.eval_seed, run.seed, rank, 1))
     prior.eval()
     env.return_image = True
     try:
         batch = collect_rollouts(venv, NoiseARPolicy(prior, run.temperature), [episodes[i] for i in mine], generator=generator)
     finally:
         env.return_image = False
-    rows = [(i, float(batch.rewards[j]), {k: float(v[j]) for k, v in batch.details.items()}, batch.images[j])
+    grid_image = lambda i, j: batch.images[j] if i % run.eval_noises_per_prompt == 0 else None  # noqa: E731
+    rows = [(i, float(batch.rewards[j]), {k: float(v[j]) for k, v in batch.details.items()}, grid_image(i, j))
             for j, i in enumerate(mine)]
     rows = sorted(gather_object(rows) if processes > 1 else rows, key=lambda row: row[0])
     metrics = {"reward": float(np.mean([r[1] for r in rows]))}
@@ -490,7 +469,7 @@ class _GoldenPairs:
         for position in positions:
             epoch = position // n
             if epoch not in permutations:
-                permutations[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch, 0, 4)))
+                permutations[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch, 0, 4)))
             rows.append(int(permutations[epoch][position % n]))
         index = torch.tensor(rows[rank::processes], dtype=torch.long)
         return GoldenBatch(self.noise[index], self.cond[self.prompt_index[index]])

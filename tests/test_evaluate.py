@@ -151,3 +151,11 @@ def test_shapes_world_verifier_details_become_metrics(tmp_path: Path) -> None:
         assert {"shapes", "shapes.success", "shapes.colour", "shapes.shape", "shapes.position", "shapes.count"} <= set(metrics)
         assert 0 <= metrics["shapes.success"]["mean"] <= metrics["shapes"]["mean"] <= 1
     assert summary["num_prompts"] == 4 and (tmp_path / "eval" / "grid.png").is_file()
+
+
+def test_cells_stored_with_reward_seconds_still_load(tmp_path: Path) -> None:
+    cell = evaluation.Cell({"red": torch.ones(2)}, torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
+                           {"noise_seconds": 1.0, "generate_seconds": 2.0, "reward_seconds": 3.0, "images": 2.0})
+    evaluation.write_cell(tmp_path / "cell.safetensors", cell, "id")
+    loaded = evaluation.read_cell(tmp_path / "cell.safetensors", "id")
+    assert loaded is not None and loaded.timing["generate_seconds"] == 2.0

@@ -257,3 +257,21 @@ def test_golden_network_learns_the_pairs_and_reloads(backend: ToyBackend, tmp_pa
     base = torch.randn((2, *backend.latent_shape), generator=generator(10))
     with torch.no_grad():
         torch.testing.assert_close(source(PROMPTS[:2], cond, generator(10)), network(base, cond.embeds))
+
+
+def test_model_sources_reject_a_model_of_another_condition_width(backend: ToyBackend) -> None:
+    c, h, w = backend.latent_shape
+    prior = NoiseARPrior(latent_channels=c, latent_height=h, latent_width=w, patch_size=2, cond_dim=backend.cond_dim + 1,
+                         d_model=16, d_ff=32, n_heads=2, n_layers=1)
+    with pytest.raises(ValueError, match="the prior models latents"):
+        load_noise_source("noisear", backend=backend, prior=prior)
+    network = NoisePromptNetwork(4, 4, 4, cond_dim=backend.cond_dim + 1, width=8, svd_hidden=8)
+    with pytest.raises(ValueError, match="the network models latents"):
+        load_noise_source("golden", backend=backend, network=network)
+
+
+def test_encode_on_cpu_matches_one_encode(backend: ToyBackend) -> None:
+    from noisear_rl.noise_sources.base import encode_on_cpu
+
+    cond = encode_on_cpu(backend, PROMPTS, chunk=2)
+    torch.testing.assert_close(cond.embeds, backend.encode(PROMPTS).embeds.cpu(), rtol=0, atol=0)

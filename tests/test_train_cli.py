@@ -62,7 +62,7 @@ def configs(name: str, out: Path, iterations: int = 2, **run_overrides) -> tuple
     else:
         algo = cls.config_class(iterations=iterations, batch_size=8, warmup_iterations=0)
     if name == "dpo":
-        algo.score_gap = 0.0
+        algo.score_gap = -1.0  # pair every prompt: the tiny random world often scores a prompt's rollouts alike
     run = RunConfig(algo=name, output_dir=out, num_envs=8, num_eval_prompts=4, progress=False, **run_overrides)
     return run, algo
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, OptimConfig, register_algorithm
@@ -95,12 +94,3 @@ class NLL(Algorithm):
         metrics = MetricMeans()
         metrics.add(loss=loss, grad_norm=grad_norm)
         return metrics.means()
-
-    @torch.no_grad()
-    def validation_nll(self, batch: GoldenBatch) -> float:
-        """Mean per-element NLL (nats) of `batch` under the prior in eval mode (no dropout)."""
-        was_training = self.prior.training
-        self.prior.eval()
-        nll = -self.prior.log_prob(batch.noise, batch.cond.embeds).mean() / batch.noise[0].numel()
-        self.prior.train(was_training)
-        return float(nll)

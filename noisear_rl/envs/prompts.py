@@ -13,22 +13,43 @@ PromptSource = Callable[[int, np.random.Generator], list[str]]
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
-    """Prompts from a text file (one per line) or JSONL (objects with a "prompt" key, or strings)."""
+    """Prompts from a text file (one a line, stripped) or JSONL (`.jsonl`: each line a JSON string,
+    or an object whose "prompt", "caption" or "text" field, first found, holds the prompt).
+
+    Blank lines are skipped; the file is read as UTF-8.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A JSONL line is neither a string nor an object with one of the accepted
+            string fields, or the file holds no prompt.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".jsonl":
-        prompts = []
-        for number, line in enumerate(lines, 1):
-            record = json.loads(line)
-            if isinstance(record, dict) and "prompt" not in record:
-                raise ValueError(f"{path}:{number}: a JSONL prompt needs a 'prompt' key")
-            prompts.append(record["prompt"] if isinstance(record, dict) else str(record))
-        lines = prompts
-    if not lines:
+    prompts: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if path.suffix != ".jsonl":
+            prompts.append(line.strip())
+            continue
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            prompts.append(str(record))
+            continue
+        text = next((record[key] for key in ("prompt", "caption", "text") if key in record), None)
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{number}: a JSONL object needs a string field 'prompt', 'caption' or 'text'")
+        prompts.append(text)
+    if not prompts:
         raise ValueError(f"prompt file {str(path)!r} holds no prompts")
-    return lines
+    return prompts
+
+
+def evenly_spaced(pool: Sequence[str], count: int) -> list[str]:
+    """`count` items spread evenly over `pool`, first and last included (all of it if count >= its size)."""
+    count = min(count, len(pool))
+    return [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count).round()]
 
 
 def default_prompts() -> list[str]:

@@ -97,8 +97,8 @@ class NoiseWorld:
             backend, model=model, device=device, dtype=torch_dtype,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
         )
-        # The Shapes world has its own prompts, reward and patch size, however its backend was given.
-        name = "shapes" if type(self.backend).__name__ == "ShapesBackend" else str(backend)
+        # An embedded world has its own prompts, reward and patch size, however its backend was given.
+        name = self.backend.world or (backend if isinstance(backend, str) else type(self.backend).__name__)
         if reward is None:
             reward = "shapes" if name == "shapes" else "imagereward"
         self.reward = load_reward(reward, device=device) if isinstance(reward, str) else reward.to(device)

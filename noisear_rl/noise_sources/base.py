@@ -190,7 +190,7 @@ def load_noise_source(spec: str | SourceSpec, backend: DiffusionBackend, **conte
     parameters = inspect.signature(cls.__init__).parameters
     accepted = [p for p in parameters if p not in ("self", "backend")]
     options = dict(parsed.options)
-    label = options.pop("label", None)
+    options.pop("label", None)
     if parsed.argument is not None:
         if cls.argument is None:
             raise TypeError(f"noise source {parsed.name!r} takes no ':ARGUMENT' (spec {parsed.text!r})")
@@ -203,8 +203,14 @@ def load_noise_source(spec: str | SourceSpec, backend: DiffusionBackend, **conte
         )
     kwargs = {key: value for key, value in context.items() if key in accepted} | options
     source = cls(backend=backend, **kwargs)
-    source.name = str(label) if label is not None else cls.default_label(parsed)
+    source.name = source_label(parsed)
     return source
+
+
+def encode_on_cpu(backend: DiffusionBackend, prompts: list[str], chunk: int = 256) -> Condition:
+    """Every prompt encoded once, `chunk` prompts per `backend.encode` call, kept on the CPU."""
+    with torch.no_grad():
+        return Condition.cat([backend.encode(prompts[i : i + chunk]).to("cpu") for i in range(0, len(prompts), chunk)])
 
 
 def _import_builtins() -> None:

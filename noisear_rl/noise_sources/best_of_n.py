@@ -54,7 +54,6 @@ class BestOfNSource(NoiseSource):
         self.n = int(n)
         self.batch_size = batch_size
         self.sampler_seed = sampler_seed
-        self.name = f"best-of-{self.n}"
         self.last_scores: Tensor | None = None
 
     @classmethod
@@ -67,7 +66,7 @@ class BestOfNSource(NoiseSource):
         batch = len(prompts)
         candidates_NBCHW = torch.stack([self.base_noise(batch, generator) for _ in range(self.n)])
         flat = candidates_NBCHW.flatten(0, 1)
-        all_cond = Condition.cat([cond] * self.n).to(self.backend.device)
+        all_cond = Condition.cat([cond] * self.n)
         all_prompts = prompts * self.n
         step = self.batch_size or len(flat)
         scores = []

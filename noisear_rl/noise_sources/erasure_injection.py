@@ -71,9 +71,10 @@ class ErasureInjectionSource(NoiseSource):
             raise ValueError(f"steps must be distinct indices >= 0 into the sampling schedule, got {steps}")
         if len(weights) != len(steps) or not any(w != 0 for w in weights):
             raise ValueError(f"weights {weights} must give one weight per step {steps}, not all zero")
-        schedule_length = len(backend.timesteps())
-        if max(steps) >= schedule_length:
-            raise ValueError(f"step index {max(steps)} is outside the backend's {schedule_length}-step schedule")
+        self.timesteps = backend.timesteps()
+        self.alphas_cumprod = backend.alphas_cumprod
+        if max(steps) >= len(self.timesteps):
+            raise ValueError(f"step index {max(steps)} is outside the backend's {len(self.timesteps)}-step schedule")
         self.num_noises = int(num_noises)
         self.delta = float(delta)
         self.step_weights = dict(zip(steps, (float(w) for w in weights)))
@@ -90,8 +91,7 @@ class ErasureInjectionSource(NoiseSource):
     @torch.no_grad()
     def aggregated_prediction(self, latents: Tensor, cond: Condition) -> Tensor:
         """eps_agg: the weighted, norm-preserving sum of guided predictions along the DDIM path."""
-        timesteps = self.backend.timesteps()
-        alphas = self.backend.alphas_cumprod
+        timesteps, alphas = self.timesteps, self.alphas_cumprod
         cond = cond.to(self.backend.device)
         x = latents.float()
         total = torch.zeros_like(x)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from noisear_rl.noise_sources.base import NoiseSource, register_noise_source
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
-from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
 
 SHAPES_NPNET = Path(__file__).resolve().parents[1] / "assets" / "shapes_npnet"
 TRAIN_COMMAND = "python -m noisear_rl.noise_sources.golden_train --data DATA --output-dir FOLDER"
@@ -46,11 +46,7 @@ class GoldenNoiseSource(NoiseSource):
     def __init__(self, backend: DiffusionBackend, path: str | None = None, network: NoisePromptNetwork | None = None) -> None:
         super().__init__(backend)
         network = network if network is not None else load_noise_prompt_network(path)
-        if tuple(network.latent_shape) != tuple(backend.latent_shape) or network.config.cond_dim != backend.cond_dim:
-            raise ValueError(
-                f"the network maps latents {tuple(network.latent_shape)} with condition width {network.config.cond_dim}, "
-                f"the backend has {tuple(backend.latent_shape)} and {backend.cond_dim}; train one for this backend"
-            )
+        check_fits(backend, network.latent_shape, network.config.cond_dim, "the network")
         self.network = network.to(backend.device).eval()
 
     @torch.no_grad()

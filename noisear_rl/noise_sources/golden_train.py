@@ -23,8 +23,9 @@ import torch
 from torch import Tensor
 
 from noisear_rl.data import GoldenNoiseDataset
+from noisear_rl.noise_sources.base import encode_on_cpu
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
-from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.pipelines.base import DiffusionBackend
 from noisear_rl.io import save_pretrained_atomically
 from noisear_rl.schedules import warmup_cosine
 
@@ -96,7 +97,7 @@ def train_golden_network(
     if tuple(dataset.latent_shape) != tuple(backend.latent_shape):
         raise ValueError(f"the collection's latents {dataset.latent_shape} differ from the backend's {backend.latent_shape}")
     device = torch.device(config.device)
-    cond = _encode(backend, dataset.prompts).embeds.float()
+    cond = encode_on_cpu(backend, dataset.prompts).embeds.float()
     noise, golden, prompt_index = dataset.noise, dataset.golden, dataset.prompt_index
     assert noise is not None and golden is not None
 
@@ -149,12 +150,6 @@ def train_golden_network(
     return network.eval(), records
 
 
-def _encode(backend: DiffusionBackend, prompts: list[str], chunk: int = 256) -> Condition:
-    """Encodes prompts in chunks, once each, onto the CPU."""
-    with torch.no_grad():
-        return Condition.cat([backend.encode(prompts[i : i + chunk]).to("cpu") for i in range(0, len(prompts), chunk)])
-
-
 @torch.no_grad()
 def _validation_mse(predict, batch, rows: Tensor, batch_size: int) -> float:
     """Mean squared error over `rows`, element-weighted."""
@@ -171,9 +166,7 @@ def _save(network: NoisePromptNetwork, config: GoldenTrainConfig, records: list[
         "train_config.json": json.dumps(asdict(config), indent=2, default=str) + "\n",
         "train_log.jsonl": "".join(json.dumps(r) + "\n" for r in records),
     }
-    Path(config.output_dir).parent.mkdir(parents=True, exist_ok=True)
-    save_pretrained_atomically(network.cpu(), config.output_dir, extras)
-    network.to(config.device)
+    save_pretrained_atomically(network, config.output_dir, extras)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from noisear_rl.noise_sources.base import NoiseSource, register_noise_source
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
-from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
 from noisear_rl.prior.model import NoiseARPrior
 
 
@@ -69,9 +69,7 @@ class NoiseARSource(NoiseSource):
         run_temperature = None
         if prior is None:
             prior, run_temperature = resolve_prior(path)
-        if tuple(prior.latent_shape) != tuple(backend.latent_shape):
-            raise ValueError(f"the prior's latent shape {tuple(prior.latent_shape)} differs from the backend's "
-                             f"{tuple(backend.latent_shape)}; use a prior trained for this backend")
+        check_fits(backend, prior.latent_shape, prior.config.cond_dim, "the prior")
         self.prior = prior.to(backend.device).eval()
         self.temperature = float(temperature if temperature is not None else run_temperature or 1.0)
         if self.temperature <= 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -84,8 +84,11 @@ class DiffusionBackend(ABC):
         device: Where the model runs.
         pipe: The diffusers pipeline behind the backend (its scheduler gives the default
             `alphas_cumprod` and `timesteps`).
+        world: The embedded world the backend belongs to ("shapes"), whose own prompts, reward
+            and patch size environments use by default; None for a general text-to-image model.
     """
 
+    world: ClassVar[str | None] = None
     pipe: Any
     latent_shape: tuple[int, int, int]
     cond_dim: int
@@ -140,3 +143,13 @@ class DiffusionBackend(ABC):
             raise ValueError(f"got {latents.shape[0]} latents for {batch_size} conditions")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")
+
+
+def check_fits(backend: DiffusionBackend, latent_shape: tuple[int, ...], cond_dim: int, what: str) -> None:
+    """Raises a ValueError unless a model of latents `latent_shape` and condition width `cond_dim`
+    (`what`: "the prior", "the network") can serve `backend`."""
+    if tuple(latent_shape) != tuple(backend.latent_shape) or cond_dim != backend.cond_dim:
+        raise ValueError(
+            f"{what} models latents {tuple(latent_shape)} with condition width {cond_dim}, but the backend has "
+            f"{tuple(backend.latent_shape)} and {backend.cond_dim}; use one trained for this backend"
+        )

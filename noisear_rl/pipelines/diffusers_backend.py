@@ -75,9 +75,7 @@ class DiffusersBackend(DiffusionBackend):
                 argument="model",
             )
         pipe.scheduler = self.make_scheduler(pipe.scheduler.config)
-        if pipe.dtype != dtype:
-            pipe = pipe.to(dtype=dtype)
-        pipe = pipe.to(device)
+        pipe = pipe.to(device) if pipe.dtype == dtype else pipe.to(device, dtype)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         self.device = torch.device(device)
@@ -119,9 +117,10 @@ class DiffusersBackend(DiffusionBackend):
     def _negative(self, cond: Condition) -> Condition:
         """The same condition with the negative (unconditional) branch in the positive slots."""
 
-    @abstractmethod
     def _pipeline_kwargs(self, cond: Condition) -> dict[str, Any]:
-        """The pipeline `__call__` arguments that carry `cond`."""
+        """The pipeline `__call__` arguments that carry `cond`: its embeddings as `prompt_embeds`,
+        its extras (named as the pipeline's arguments) as they are."""
+        return {"prompt_embeds": cond.embeds, **cond.extras}
 
     @abstractmethod
     def _denoiser_output(self, latents: Tensor, timestep: int, cond: Condition) -> Tensor:

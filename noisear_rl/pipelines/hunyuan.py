@@ -52,7 +52,9 @@ class HunyuanDiTBackend(DiffusersBackend):
         self._rotary = get_2d_rotary_pos_embed(
             transformer.inner_dim // transformer.num_heads, crops, grid, device=self.device, output_type="pt"
         )
-        self._image_meta_size = torch.tensor([[1024, 1024, self.height, self.width, 0, 0]], dtype=torch.float32)
+        self._image_meta_size = torch.tensor(
+            [[1024, 1024, self.height, self.width, 0, 0]], device=self.device, dtype=self.dtype
+        )
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -92,9 +94,6 @@ class HunyuanDiTBackend(DiffusersBackend):
             extras[positive] = cond.extras[negative]
         return Condition(cond.extras["negative_prompt_embeds"], extras)
 
-    def _pipeline_kwargs(self, cond: Condition) -> dict[str, Any]:
-        return {"prompt_embeds": cond.embeds, **cond.extras}
-
     def _extra_call_kwargs(self) -> dict[str, Any]:
         return {"use_resolution_binning": False}
 
@@ -107,7 +106,7 @@ class HunyuanDiTBackend(DiffusersBackend):
             text_embedding_mask=cond.extras["prompt_attention_mask"],
             encoder_hidden_states_t5=cond.extras["prompt_embeds_2"],
             text_embedding_mask_t5=cond.extras["prompt_attention_mask_2"],
-            image_meta_size=self._image_meta_size.to(self.device, self.dtype).repeat(count, 1),
+            image_meta_size=self._image_meta_size.repeat(count, 1),
             style=torch.zeros(count, dtype=torch.long, device=self.device),
             image_rotary_emb=self._rotary,
             return_dict=False,

@@ -34,7 +34,9 @@ class SDXLBackend(DiffusersBackend):
         if self.pipe.unet.config.time_cond_proj_dim is not None:
             raise ValueError("UNets with a guidance embedding (time_cond_proj_dim, e.g. LCM) are not supported")
         # SDXL's micro-conditioning: original size, crop top-left, target size (as the pipeline).
-        self._time_ids = torch.tensor([[self.height, self.width, 0, 0, self.height, self.width]], dtype=torch.float32)
+        self._time_ids = torch.tensor(
+            [[self.height, self.width, 0, 0, self.height, self.width]], device=self.device, dtype=self.dtype
+        )
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -62,14 +64,11 @@ class SDXLBackend(DiffusersBackend):
         extras["pooled_prompt_embeds"] = cond.extras["negative_pooled_prompt_embeds"]
         return Condition(cond.extras["negative_prompt_embeds"], extras)
 
-    def _pipeline_kwargs(self, cond: Condition) -> dict[str, Any]:
-        return {"prompt_embeds": cond.embeds, **cond.extras}
-
     def _denoiser_output(self, latents: Tensor, timestep: int, cond: Condition) -> Tensor:
         count = latents.shape[0]
         added_cond_kwargs = {
             "text_embeds": cond.extras["pooled_prompt_embeds"],
-            "time_ids": self._time_ids.to(self.device, self.dtype).repeat(count, 1),
+            "time_ids": self._time_ids.repeat(count, 1),
         }
         timesteps = torch.full((count,), timestep, device=self.device, dtype=torch.long)
         return self.pipe.unet(

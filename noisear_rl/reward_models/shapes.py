@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from noisear_rl.pipelines.shapes.world import COLOURS, POSITIONS, SHAPES, parse_prompt
+from noisear_rl.pipelines.shapes.world import COLOURS, IMAGE_SIZE, parse_prompt
 from noisear_rl.reward_models.base import RewardModel, RewardOutput
 from noisear_rl.reward_models.registry import register_reward
 
@@ -61,7 +61,7 @@ class ShapesVerifier(RewardModel):
     def compute(self, images: Tensor, prompts: list[str]) -> RewardOutput:
         scenes = [parse_prompt(p) for p in prompts]
         labels_BKHW = self.component_labels(images)
-        scale = images.shape[-1] / 32.0
+        scale = images.shape[-1] / IMAGE_SIZE  # the defaults are at the world's resolution
         scores, flags = [], {name: [] for name in (*CRITERIA, "success")}
         detected = []
         for labels_KHW, scene in zip(labels_BKHW, scenes):
@@ -140,8 +140,8 @@ def classify_shape(rows: np.ndarray, cols: np.ndarray) -> str:
     middle = (top + bottom) / 2.0
     upper_share = (np.sum(rows < middle) + 0.5 * np.sum(rows == middle)) / len(rows)
     if fill < 0.65 or upper_share < 0.38:
-        return SHAPES[2]  # triangle
-    return SHAPES[1] if fill > 0.88 else SHAPES[0]  # square / circle
+        return "triangle"
+    return "square" if fill > 0.88 else "circle"
 
 
 def connected_components(masks: Tensor, max_iterations: int = 256) -> Tensor:

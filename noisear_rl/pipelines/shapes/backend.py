@@ -30,6 +30,8 @@ class ShapesBackend(DiffusionBackend):
             is then ignored.
     """
 
+    world = "shapes"
+
     def __init__(
         self,
         device: str | torch.device = "cpu",

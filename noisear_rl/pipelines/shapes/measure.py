@@ -73,7 +73,10 @@ def measure(config: MeasureConfig) -> dict:
     two_object = torch.tensor([" and " in p for p in prompts])
     cond = backend.encode(prompts)
     noises_KBCHW = torch.stack(
-        [torch.randn((len(prompts), *backend.latent_shape), generator=torch.Generator().manual_seed(config.seed + k)) for k in range(config.num_noises)]
+        [
+            backend.random_latents(len(prompts), torch.Generator().manual_seed(config.seed + k))
+            for k in range(config.num_noises)
+        ]
     )
 
     def run(latents_KBCHW: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

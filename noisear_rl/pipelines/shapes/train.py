@@ -93,7 +93,9 @@ def train(config: TrainConfig) -> ShapesPipeline:
     for p in ema_modules.parameters():
         p.requires_grad_(False)
     optimizer = torch.optim.AdamW(modules.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, config.warmup_steps, config.steps, config.final_lr_fraction)
+    )
     alphas_cumprod = scheduler.alphas_cumprod.float()
     snr = alphas_cumprod / (1 - alphas_cumprod)
     generator = torch.Generator().manual_seed(config.seed)
@@ -149,11 +151,6 @@ def train(config: TrainConfig) -> ShapesPipeline:
             }
             save_pretrained_atomically(ema, output_dir, extras)
     return ema
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to 1, then cosine decay to `final_lr_fraction` at the last step."""
-    return warmup_cosine(step, config.warmup_steps, config.steps, config.final_lr_fraction)
 
 
 @torch.no_grad()

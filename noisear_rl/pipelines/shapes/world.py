@@ -137,10 +137,11 @@ def sample_prompts(n: int, seed: int) -> list[str]:
 def evaluation_prompts() -> list[str]:
     """The fixed evaluation set: all 48 one-object prompts and 160 seeded two-object prompts.
 
-    The world has 480 distinct prompts and `sample_prompts` draws from all of them; `train.py`
-    removes this whole set from its training prompts (leaving 272 two-object prompts), so
-    these prompts, their noises and their images' jitter are all unseen in training. Two-object
-    scenes are drawn without replacement.
+    The world has 480 distinct prompts and `sample_prompts` draws from all of them. The Shapes
+    model itself was trained on all of them (`pipelines/shapes/train.py`); the prior's trainer
+    (`python -m noisear_rl.train`) removes this whole set from its training prompts (leaving 272
+    two-object prompts), so for a trained prior these prompts are unseen. Two-object scenes are
+    drawn without replacement.
     """
     scenes = all_scenes()
     singles = [s for s in scenes if len(s) == 1]
