@@ -36,13 +36,8 @@ from noisear_rl.envs import NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
-from noisear_rl.pipelines.shapes.world import parse_prompt
+from noisear_rl.pipelines.shapes.world import attribute_keys
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
-
-
-def attribute_keys(prompt: str) -> list[tuple[str, str]]:
-    """The (colour, position) and (shape, position) of every requested object."""
-    return [key for obj in parse_prompt(prompt) for key in ((obj.colour, obj.position), (obj.shape, obj.position))]
 
 
 def attribute_directions(batch: RolloutBatch, advantages: Tensor) -> dict[tuple[str, str], Tensor]:

@@ -1,8 +1,15 @@
 """Collect (prompt, golden noise) pairs, the NoiseAR prior's training data.
 
-For each prompt, K random noises x_T each become a golden noise (one DDIM step at high guidance,
-one DDIM inversion step at guidance 1; `noisear_rl.pipelines.golden`), optionally kept only when
-a reward model prefers the golden noise's image. Output: see `noisear_rl.data` (sharded
+For each prompt, K random noises x_T each become a golden noise, made one of two ways (`--golden`):
+
+- "inversion" (the release's): one DDIM step at high guidance, one DDIM inversion step at guidance
+  1 (`noisear_rl.pipelines.golden`), optionally kept only when a reward model prefers the golden
+  noise's image to the original's;
+- "selected": the noise itself, kept only when the reward of its own image exceeds
+  `--reward-threshold` (verifier-selected noise, e.g. `--reward shapes --reward-threshold 0.999`
+  keeps the noises whose Shapes image passes every check). Where the inversion's small move does
+  not improve images (the Shapes world, docs/shapes_world.md), this is the target that carries
+  what makes a noise good for its prompt. Output: see `noisear_rl.data` (sharded
 safetensors, prompts JSONL, manifest).
 
 Shard i always covers the same prompts and draws its noises from a generator seeded by
@@ -32,13 +39,13 @@ from noisear_rl.data import (
     SHARD_DIR,
     list_shards,
     read_manifest,
-    read_prompt_file,
     shard_path,
     shard_rows,
     write_manifest,
     write_prompts,
     write_shard,
 )
+from noisear_rl.envs.prompts import prompt_set
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.reward_models.clip_rewards import as_dtype
@@ -62,9 +69,10 @@ class CollectConfig:
     """Device the backend (and reward) run on: cpu, cuda, cuda:1, ..."""
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Backend weights/activations dtype (float16 or bfloat16 for SDXL-size models on a GPU)."""
-    prompts: Path | None = None
-    """Prompt file: one prompt a line, or .jsonl with a "prompt" field. None: the world's own
-    prompt generator (Shapes: `noisear_rl.pipelines.shapes.sample_prompts`)."""
+    prompts: str | None = None
+    """Prompt file (one prompt a line, or .jsonl with a "prompt" field), or a named set: "train"
+    (Shapes: the world's 272 prompts outside its evaluation set, which RL trains on), "eval".
+    None: the world's own prompt generator (Shapes: `noisear_rl.pipelines.shapes.sample_prompts`)."""
     num_prompts: int | None = 500
     """Number of prompts: drawn from the world's generator, or the first N of --prompts (None: all)."""
     prompt_seed: int = 0
@@ -75,6 +83,9 @@ class CollectConfig:
     """CFG of the DDIM denoising step (None: the backend's own; SDXL 5.5, as the release)."""
     inversion_guidance_scale: float = 1.0
     """CFG of the DDIM inversion step (the release used 1.0)."""
+    golden: Literal["inversion", "selected"] = "inversion"
+    """How a noise becomes golden: "inversion" (denoise-then-invert step, the release's) or
+    "selected" (the noise itself, kept when its image's reward exceeds --reward-threshold; needs --reward)."""
     golden_steps: int | None = None
     """Inference-step count whose first two timesteps the step and the inversion use (None: the backend's)."""
     num_inference_steps: int | None = None
@@ -90,7 +101,8 @@ class CollectConfig:
     reward: str | None = None
     """Reward model (a `load_reward` name or spec) for filtering; None keeps every pair."""
     reward_threshold: float = 0.0
-    """With --reward: keep a pair when reward(golden image) - reward(original image) > threshold."""
+    """With --reward: keep a pair when reward(golden image) - reward(original image) > threshold
+    ("inversion"), or when reward(image of the noise) > threshold ("selected")."""
     overwrite: bool = False
     """Delete an existing collection in --out (with different settings) instead of refusing."""
     progress: bool = True
@@ -215,6 +227,10 @@ def _collect_shard(
         rows = local_prompt[first : first + config.batch_size]
         rows_cond = cond[rows]
         x_T = noise[first : first + config.batch_size].to(backend.device)
+        if config.golden == "selected":
+            golden_parts.append(x_T.cpu())
+            reward_parts.append(_selection_rewards(backend, reward, x_T, rows_cond, [prompts[start + int(r)] for r in rows]))
+            continue
         golden = golden_noise(backend, x_T, rows_cond, guidance, config.inversion_guidance_scale, config.golden_steps)
         golden_parts.append(golden.cpu())
         if reward is not None:
@@ -228,6 +244,11 @@ def _collect_shard(
         "prompt_index": (local_prompt + start).long(),
         "noise_index": torch.arange(k).repeat(stop - start).long(),
     }
+    if config.golden == "selected":
+        scores = torch.cat(reward_parts)
+        keep = scores > config.reward_threshold
+        tensors["reward_original"] = scores
+        return {key: value[keep] for key, value in tensors.items()}
     if reward_parts:
         original, better = (torch.cat(column) for column in zip(*reward_parts, strict=True))
         tensors.update(reward_original=original, reward_golden=better)
@@ -255,6 +276,13 @@ def _rewards(
     return reward(original, prompts).float().cpu(), reward(better, prompts).float().cpu()
 
 
+def _selection_rewards(
+    backend: DiffusionBackend, reward: torch.nn.Module, noise: Tensor, cond: Condition, prompts: list[str]
+) -> Tensor:
+    """Rewards of the images generated from `noise` (the "selected" golden mode's filter)."""
+    return reward(backend.generate(noise, cond), prompts).float().cpu()
+
+
 def _shard_seed(seed: int, index: int) -> int:
     """A 63-bit seed determined by (seed, shard index) alone."""
     return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
@@ -264,6 +292,10 @@ def _check_config(config: CollectConfig) -> None:
     for name in ("noises_per_prompt", "prompts_per_shard", "batch_size"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.golden not in ("inversion", "selected"):
+        raise ValueError(f"golden must be 'inversion' or 'selected', got {config.golden!r}")
+    if config.golden == "selected" and config.reward is None:
+        raise ValueError("--golden selected keeps noises by the reward of their images: pass --reward (e.g. shapes)")
     if config.num_prompts is not None and config.num_prompts < 1:
         raise ValueError(f"num_prompts must be >= 1 (or None for all of --prompts), got {config.num_prompts}")
 
@@ -271,7 +303,7 @@ def _check_config(config: CollectConfig) -> None:
 def _load_prompts(config: CollectConfig) -> list[str]:
     """The prompt list: from --prompts, else from the world's generator."""
     if config.prompts is not None:
-        prompts = read_prompt_file(config.prompts)
+        prompts = prompt_set(config.prompts, config.backend)
         return prompts[: config.num_prompts] if config.num_prompts is not None else prompts
     if config.backend != "shapes":
         raise ValueError(f"backend {config.backend!r} has no prompt generator of its own; pass --prompts FILE")

@@ -6,10 +6,11 @@ Layout of a collection folder (written by `python -m noisear_rl.collect`):
     prompts.jsonl               {"index": i, "prompt": "..."} per line, in index order
     shards/shard-00000.safetensors
         noise        [N, C, H, W]  the random x_T
-        golden       [N, C, H, W]  its golden noise
+        golden       [N, C, H, W]  its golden noise (x_T itself with `--golden selected`)
         prompt_index [N] int64     row of prompts.jsonl
         noise_index  [N] int64     which of the prompt's K noises (0..K-1)
         reward_original, reward_golden [N] float32   only with reward filtering
+                                   (`--golden selected`: reward_original alone)
 
 Every file is written to a temporary name and renamed (`noisear_rl.io`), so a shard on disk is
 always complete; a shard's presence means it is finished.

@@ -79,7 +79,8 @@ class EvaluateConfig:
     """Classifier-free guidance (None: the backend's default)."""
     prompts: str = "eval"
     """"eval": the backend's evaluation set (Shapes: `evaluation_prompts()`, 208 prompts; others: the
-    shipped prompt list); or a prompt file (one a line, or .jsonl with a "prompt" field)."""
+    shipped prompt list); "train" (Shapes): the 272 prompts outside it, which training uses; or a
+    prompt file (one a line, or .jsonl with a "prompt" field)."""
     num_prompts: int | None = None
     """Use only the first N prompts (None: all)."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -511,20 +512,10 @@ def bar_plot_png(summary: dict[str, Any]) -> bytes:
 
 # ------------------------------------------------------------------------------ set-up
 def load_prompts(config: EvaluateConfig) -> list[str]:
-    """The prompt set: the backend's evaluation set ("eval") or a prompt file; the first --num-prompts."""
-    if config.prompts == "eval":
-        if config.backend == "shapes":
-            from noisear_rl.pipelines.shapes.world import evaluation_prompts
+    """The prompt set (`noisear_rl.envs.prompts.prompt_set`); the first --num-prompts."""
+    from noisear_rl.envs.prompts import prompt_set
 
-            prompts = evaluation_prompts()
-        else:
-            from noisear_rl.envs.prompts import default_prompts
-
-            prompts = default_prompts()
-    else:
-        from noisear_rl.data import read_prompt_file
-
-        prompts = read_prompt_file(config.prompts)
+    prompts = prompt_set(config.prompts, config.backend)
     return prompts[: config.num_prompts] if config.num_prompts is not None else prompts
 
 

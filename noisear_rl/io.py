@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -53,10 +54,14 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a new empty folder beside `path`; if the block succeeds, the folder replaces `path`.
 
-    A crash never leaves half a folder at `path`: the old one (if any) stays until the swap.
+    A crash never leaves half a folder at `path`: the old one (if any) stays until the swap. What a
+    killed earlier swap of the same `path` left beside it is cleared first: unfinished new folders
+    are deleted, and an old folder set aside just before the kill goes back to `path` if nothing
+    replaced it. (One writer per `path` at a time.)
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clear_killed_swaps(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; give the folder the usual mode
     old = tmp.with_suffix(".old")
@@ -74,6 +79,17 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover)
+
+
+def _clear_killed_swaps(target: Path) -> None:
+    """Removes the temporary folders a killed `atomic_folder(target)` left, restoring a set-aside old folder."""
+    for stale in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp")):
+        shutil.rmtree(stale)
+    for old in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.old")):
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(target)
 
 
 def save_pretrained_atomically(obj: Any, output_dir: str | os.PathLike[str], extras: dict[str, str] | None = None) -> None:

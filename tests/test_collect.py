@@ -161,6 +161,36 @@ def test_reward_filtering_keeps_pairs_the_reward_prefers(
     assert ((kept["reward_golden"] - kept["reward_original"]) > threshold).all()
 
 
+def test_selected_golden_keeps_the_noises_whose_own_image_the_reward_passes(
+    backend: DiffusionBackend, prompt_file: Path, tmp_path: Path
+) -> None:
+    scored_everything = collect(
+        config_for(prompt_file, tmp_path / "all", golden="selected", reward="test-collect-brightness", reward_threshold=-1.0),
+        backend=backend,
+    )
+    assert scored_everything["num_pairs"] == 15
+    scored = all_tensors(tmp_path / "all")
+    torch.testing.assert_close(scored["golden"], scored["noise"], rtol=0, atol=0)  # the noise is its own target
+    cond = backend.encode([PROMPTS[i] for i in scored["prompt_index"][:3]])
+    images = backend.generate(scored["noise"][:3], cond)
+    torch.testing.assert_close(brightness(images, []), scored["reward_original"][:3], rtol=0, atol=1e-4)
+    threshold = float(scored["reward_original"].median())
+    collect(
+        config_for(prompt_file, tmp_path / "kept", golden="selected", reward="test-collect-brightness", reward_threshold=threshold),
+        backend=backend,
+    )
+    kept = all_tensors(tmp_path / "kept")
+    expected = scored["reward_original"] > threshold
+    assert 0 < len(kept["golden"]) == int(expected.sum()) < 15
+    torch.testing.assert_close(kept["golden"], scored["noise"][expected], rtol=0, atol=0)
+    assert (kept["reward_original"] > threshold).all()
+
+
+def test_selected_golden_needs_a_reward(prompt_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--reward"):
+        collect(config_for(prompt_file, tmp_path / "none", golden="selected"))
+
+
 def test_cli_runs_end_to_end_on_tiny_sdxl(
     prompt_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -201,3 +231,24 @@ def test_shapes_world_with_its_own_prompt_generator(tmp_path: Path) -> None:
     dataset = GoldenNoiseDataset(tmp_path / "shapes", with_noise=True)
     assert dataset.prompts == sample_prompts(6, 3)
     assert torch.isfinite(dataset.golden).all() and not torch.equal(dataset.golden, dataset.noise)  # type: ignore[arg-type]
+
+
+def test_named_prompt_sets_and_files(prompt_file: Path) -> None:
+    from noisear_rl.envs.prompts import prompt_set
+    from noisear_rl.pipelines.shapes import evaluation_prompts, training_prompts
+
+    assert prompt_set("eval", "shapes") == evaluation_prompts()
+    assert prompt_set("train", "shapes") == training_prompts()
+    assert prompt_set(str(prompt_file), "sdxl") == PROMPTS
+    with pytest.raises(ValueError, match="Shapes world"):
+        prompt_set("train", "sdxl")
+
+
+def test_collect_on_the_shapes_training_prompts(tmp_path: Path) -> None:
+    from noisear_rl.pipelines.shapes import training_prompts
+
+    config = CollectConfig(out=tmp_path / "shapes", backend="shapes", prompts="train", num_prompts=3,
+                           noises_per_prompt=1, progress=False)  # fmt: skip
+    manifest = collect(config)
+    assert manifest["num_pairs"] == 3
+    assert GoldenNoiseDataset(tmp_path / "shapes").prompts == training_prompts()[:3]

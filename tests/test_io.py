@@ -43,3 +43,21 @@ def test_atomic_folder_replaces_the_old_folder_only_when_the_block_succeeds(tmp_
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_atomic_folder_clears_what_a_killed_swap_left(tmp_path):
+    target = tmp_path / "prior"
+    (tmp_path / ".prior.k1ll3d.tmp").mkdir()  # killed while writing the new folder
+    (tmp_path / ".prior.k1ll3d.tmp" / "half.bin").write_text("half")
+    set_aside = tmp_path / ".prior.k1ll3d.old"  # killed between setting the old folder aside and the swap
+    set_aside.mkdir()
+    (set_aside / "weights.bin").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            raise RuntimeError("this save fails too")
+    assert (target / "weights.bin").read_text() == "old"  # the set-aside folder is back where it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prior"]
+    with atomic_folder(target) as tmp:
+        (tmp / "weights.bin").write_text("new")
+    assert (target / "weights.bin").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prior"]

@@ -16,6 +16,7 @@ from noisear_rl.pipelines.shapes import (
     render_batch,
     sample_prompts,
     scene_to_prompt,
+    training_prompts,
 )
 from noisear_rl.pipelines.shapes.world import OPPOSITE, all_scenes
 
@@ -43,6 +44,13 @@ def test_evaluation_prompts_are_fixed_distinct_and_cover_both_kinds() -> None:
     assert len(prompts) >= 200 and len(set(prompts)) == len(prompts)
     assert sum(" and " in p for p in prompts) >= 100
     assert sum(" and " not in p for p in prompts) == 48
+
+
+def test_training_prompts_are_the_rest_of_the_world() -> None:
+    training, evaluation = training_prompts(), evaluation_prompts()
+    assert len(training) == 272 and all(" and " in p for p in training)
+    assert not set(training) & set(evaluation)
+    assert set(training) | set(evaluation) == {scene_to_prompt(s) for s in all_scenes()}
 
 
 def test_parsing_is_case_and_punctuation_tolerant() -> None:
@@ -85,3 +93,11 @@ def test_text_encoder_tokenizes_the_vocabulary_and_rejects_unknown_words() -> No
     assert encoder.encode(["a red circle on the left"]).shape == (1, 16, 16)
     with pytest.raises(ValueError, match="vocabulary"):
         encoder.tokenize(["a red cube on the left"])
+
+
+def test_attribute_keys_bind_each_attribute_to_its_objects_position() -> None:
+    from noisear_rl.pipelines.shapes.world import attribute_keys
+
+    assert attribute_keys("a red circle on the left and a blue square on the right") == [
+        ("red", "left"), ("circle", "left"), ("blue", "right"), ("square", "right"),
+    ]

@@ -57,6 +57,30 @@ def default_prompts() -> list[str]:
     return read_prompt_file(Path(str(files("noisear_rl") / "assets" / "prompts" / "default.txt")))
 
 
+def prompt_set(spec: str | Path, backend_name: str) -> list[str]:
+    """A named prompt set or a prompt file's prompts.
+
+    Args:
+        spec: "eval": the backend's evaluation set (Shapes: `evaluation_prompts()`, 208 prompts;
+            others: the shipped prompt list); "train": the Shapes world's 272 prompts outside its
+            evaluation set (`training_prompts()`); anything else: a prompt file (`read_prompt_file`).
+        backend_name: The backend the prompts are for.
+    """
+    if spec == "eval" and backend_name == "shapes":
+        from noisear_rl.pipelines.shapes import evaluation_prompts
+
+        return evaluation_prompts()
+    if spec == "eval":
+        return default_prompts()
+    if spec == "train":
+        if backend_name != "shapes":
+            raise ValueError(f"'train' is the Shapes world's training prompt set; backend {backend_name!r} needs a prompt file")
+        from noisear_rl.pipelines.shapes import training_prompts
+
+        return training_prompts()
+    return read_prompt_file(spec)
+
+
 def make_prompt_source(backend_name: str, prompts: str | Sequence[str] | None) -> PromptSource:
     """A function (n, rng) -> n prompts drawn reproducibly from `rng`.
 

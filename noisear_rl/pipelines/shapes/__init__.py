@@ -26,6 +26,7 @@ from noisear_rl.pipelines.shapes.world import (
     render_batch,
     sample_prompts,
     scene_to_prompt,
+    training_prompts,
 )
 
 _LAZY = {

@@ -104,6 +104,12 @@ def parse_prompt(prompt: str) -> Scene:
     return tuple(scene)
 
 
+def attribute_keys(prompt: str) -> list[tuple[str, str]]:
+    """The (colour, position) and (shape, position) of every object `prompt` asks for: what a
+    noise prior must bind to a place in the image (the RL analyses group noises by these)."""
+    return [key for obj in parse_prompt(prompt) for key in ((obj.colour, obj.position), (obj.shape, obj.position))]
+
+
 def all_scenes() -> list[Scene]:
     """Every scene of the world in a fixed order: 48 one-object and 432 two-object scenes."""
     singles = [
@@ -149,6 +155,13 @@ def evaluation_prompts() -> list[str]:
     rng = np.random.default_rng(EVAL_SEED)
     chosen = rng.choice(len(pairs), size=160, replace=False)
     return [scene_to_prompt(s) for s in singles] + [scene_to_prompt(pairs[i]) for i in sorted(chosen)]
+
+
+def training_prompts() -> list[str]:
+    """The world's prompts outside `evaluation_prompts()`, in `all_scenes()` order: the 272
+    two-object prompts a prior may be trained on (golden data, RL) and still be scored on unseen ones."""
+    evaluation = set(evaluation_prompts())
+    return [p for p in map(scene_to_prompt, all_scenes()) if p not in evaluation]
 
 
 def _object_mask(shape: str, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
