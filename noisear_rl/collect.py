@@ -345,16 +345,9 @@ def _prepare_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> Non
 def _build_backend(config: CollectConfig) -> DiffusionBackend:
     from noisear_rl.pipelines.factory import load_backend
 
-    kwargs: dict[str, Any] = {}
-    if config.num_inference_steps is not None:  # tiny backends' own default applies only when it is absent
-        kwargs["num_inference_steps"] = config.num_inference_steps
     return load_backend(
-        config.backend,
-        model=config.model,
-        device=config.device,
-        dtype=as_dtype(config.dtype),
-        batch_size=config.batch_size,
-        **kwargs,
+        config.backend, model=config.model, device=config.device, dtype=as_dtype(config.dtype),
+        batch_size=config.batch_size, num_inference_steps=config.num_inference_steps,
     )
 
 

@@ -522,9 +522,10 @@ def load_prompts(config: EvaluateConfig) -> list[str]:
 def _load_backend(config: EvaluateConfig) -> DiffusionBackend:
     from noisear_rl.pipelines.factory import load_backend
 
-    kwargs: dict[str, Any] = {"device": config.device, "dtype": as_dtype(config.dtype)}
-    optional = {"model": config.model, "num_inference_steps": config.num_inference_steps, "guidance_scale": config.guidance_scale}
-    return load_backend(config.backend, **kwargs, **{k: v for k, v in optional.items() if v is not None})
+    return load_backend(
+        config.backend, model=config.model, device=config.device, dtype=as_dtype(config.dtype),
+        num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+    )
 
 
 def _grid_rows(num_prompts: int, count: int) -> list[int]:

@@ -92,6 +92,18 @@ def _clear_killed_swaps(target: Path) -> None:
             old.rename(target)
 
 
+def require_saved(folder: str | os.PathLike[str], index_file: str, what: str, how: str) -> Path:
+    """`folder` as a Path if it holds `index_file` (a saved model's config.json or model_index.json).
+
+    Raises:
+        FileNotFoundError: It does not; the message names `what` was looked for and `how` to make it.
+    """
+    folder = Path(folder)
+    if not (folder / index_file).is_file():
+        raise FileNotFoundError(f"no {what} at {str(folder)!r} ({index_file} missing); {how}")
+    return folder
+
+
 def save_pretrained_atomically(obj: Any, output_dir: str | os.PathLike[str], extras: dict[str, str] | None = None) -> None:
     """`obj.save_pretrained` plus `extras` (file name -> text), swapped in with `atomic_folder`."""
     with atomic_folder(output_dir) as tmp:

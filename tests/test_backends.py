@@ -130,6 +130,10 @@ def test_load_backend_names_and_errors() -> None:
         load_backend("sd15")
     built = load_backend("tiny-hunyuan-dit")
     assert load_backend(built) is built
+    assert load_backend(built, model=None, guidance_scale=None) is built  # None: the default, not an argument
+    defaults = load_backend("shapes", model=None, num_inference_steps=None, guidance_scale=None)
+    assert (defaults.num_inference_steps, defaults.guidance_scale) == (20, 1.0)
+    assert load_backend("shapes", num_inference_steps=4, guidance_scale=None).num_inference_steps == 4
 
 
 def test_missing_weights_offline_say_how_to_provide_them(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -61,3 +61,13 @@ def test_atomic_folder_clears_what_a_killed_swap_left(tmp_path):
         (tmp / "weights.bin").write_text("new")
     assert (target / "weights.bin").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prior"]
+
+
+def test_missing_saved_models_name_what_is_missing_and_how_to_make_it(tmp_path):
+    from noisear_rl.noise_sources.golden import load_noise_prompt_network
+    from noisear_rl.pipelines.shapes import load_shapes_pipeline
+
+    with pytest.raises(FileNotFoundError, match=r"noise prompt network .*config\.json missing.*golden_train"):
+        load_noise_prompt_network(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"ShapesPipeline .*model_index\.json missing.*shapes\.train"):
+        load_shapes_pipeline(path=tmp_path)

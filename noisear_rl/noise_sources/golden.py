@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from noisear_rl.io import require_saved
 from noisear_rl.noise_sources.base import NoiseSource, register_noise_source
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
 from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
@@ -22,12 +23,10 @@ def load_noise_prompt_network(path: str | Path | None) -> NoisePromptNetwork:
     Raises:
         FileNotFoundError: No network at `path`; the message says how to train one.
     """
-    folder = Path(path) if path is not None else SHAPES_NPNET
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no noise prompt network at {str(folder)!r} (config.json missing); train one on golden-noise pairs "
-            f"with `{TRAIN_COMMAND}` and pass 'golden:FOLDER'"
-        )
+    folder = require_saved(
+        path if path is not None else SHAPES_NPNET, "config.json", "noise prompt network",
+        f"train one on golden-noise pairs with `{TRAIN_COMMAND}` and pass 'golden:FOLDER'",
+    )
     return NoisePromptNetwork.from_pretrained(str(folder))
 
 

@@ -89,8 +89,7 @@ def train_golden_network(
     if backend is None:
         from noisear_rl.pipelines.factory import load_backend
 
-        kwargs = {"device": config.device} | ({"model": config.model} if config.model is not None else {})
-        backend = load_backend(config.backend, **kwargs)
+        backend = load_backend(config.backend, model=config.model, device=config.device)
     dataset = GoldenNoiseDataset(config.data, with_noise=True, require_complete=True)
     if len(dataset) < 2:
         raise ValueError(f"collection {str(config.data)!r} holds {len(dataset)} pairs; training needs at least 2")

@@ -35,12 +35,14 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         name: One of `list_backends()` ("shapes", "sdxl", "dreamshaper", "hunyuan-dit",
             "tiny-sdxl", "tiny-hunyuan-dit"), or an already-built backend, returned as is.
         **kwargs: Passed to the backend's constructor: `model` (hub id or local folder),
-            `device`, `dtype`, `num_inference_steps`, `guidance_scale`, ... For "shapes",
-            `model` is passed on as the Shapes world's `model_path`.
+            `device`, `dtype`, `num_inference_steps`, `guidance_scale`, ... A None value means
+            the backend's own default (so CLI options left unset can be passed as they are).
+            For "shapes", `model` is passed on as the Shapes world's `model_path`.
 
     Raises:
         KeyError: Unknown name; the message lists the valid names.
     """
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
     if isinstance(name, DiffusionBackend):
         if kwargs:
             raise TypeError(f"got an already-built backend and constructor arguments {sorted(kwargs)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from noisear_rl.io import require_saved
+
 SHAPES_PRIOR = Path(str(files("noisear_rl") / "assets" / "shapes_prior"))
 SHAPES_PRIOR_COMMAND = (
     "python -m noisear_rl.collect --backend shapes --out data/shapes_golden && "
@@ -19,9 +21,7 @@ def shipped_shapes_prior_path() -> Path:
     Raises:
         FileNotFoundError: It is missing; the message gives the command that creates it.
     """
-    if not (SHAPES_PRIOR / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the shipped Shapes prior {SHAPES_PRIOR} does not exist; create it with `{SHAPES_PRIOR_COMMAND}`, "
-            "or pass a prior folder"
-        )
-    return SHAPES_PRIOR
+    return require_saved(
+        SHAPES_PRIOR, "config.json", "shipped Shapes prior",
+        f"create it with `{SHAPES_PRIOR_COMMAND}`, or pass a prior folder",
+    )

@@ -18,6 +18,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput, UNe
 from PIL import Image
 from torch import Tensor
 
+from noisear_rl.io import require_saved
 from noisear_rl.pipelines.shapes.text_encoder import ShapesTextEncoder
 from noisear_rl.pipelines.shapes.world import IMAGE_SIZE
 
@@ -254,12 +255,10 @@ def load_shapes_pipeline(
     Raises:
         FileNotFoundError: No pipeline at `path`; the message says how to make one.
     """
-    folder = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"no ShapesPipeline at {folder} (model_index.json missing); train one with "
-            "`python -m noisear_rl.pipelines.shapes.train --output-dir DIR` and pass path=DIR"
-        )
+    folder = require_saved(
+        path if path is not None else DEFAULT_WEIGHTS, "model_index.json", "ShapesPipeline",
+        "train one with `python -m noisear_rl.pipelines.shapes.train --output-dir DIR` and pass path=DIR",
+    )
     pipe = ShapesPipeline.from_pretrained(folder, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
