@@ -25,6 +25,12 @@ from noisear_rl.pipelines.shapes.world import IMAGE_SIZE
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "shapes"
 
 
+def unet_prediction(unet: UNet2DConditionModel, latents: Tensor, timestep: int | Tensor, embeds: Tensor) -> Tensor:
+    """The UNet's output for text-encoder hidden states `embeds` [B, L, D]: it cross-attends to all
+    of them and takes the start token's as its pooled (class) embedding, in training and sampling alike."""
+    return unet(latents, timestep, encoder_hidden_states=embeds, class_labels=embeds[:, 0]).sample
+
+
 class ShapesPipeline(DiffusionPipeline):
     """Text-to-image for the Shapes world; `__call__` mirrors diffusers' SDXL pipeline.
 
@@ -77,8 +83,10 @@ class ShapesPipeline(DiffusionPipeline):
         if not do_classifier_free_guidance:
             return embeds, None
         negative = negative_prompt if negative_prompt is not None else ""
-        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-        negative_embeds = self.text_encoder.encode(negatives).to(device).repeat_interleave(num_images_per_prompt, dim=0)
+        if isinstance(negative, str):  # one negative for all: encoded once
+            negative_embeds = self.text_encoder.encode([negative]).to(device).repeat(len(embeds), 1, 1)
+        else:
+            negative_embeds = self.text_encoder.encode(list(negative)).to(device).repeat_interleave(num_images_per_prompt, dim=0)
         return embeds, negative_embeds
 
     def model_output(
@@ -87,13 +95,9 @@ class ShapesPipeline(DiffusionPipeline):
         """The UNet's (v-)prediction, classifier-free guided when `guidance_scale != 1`."""
         dtype = self.unet.dtype
         if negative_prompt_embeds is None or guidance_scale == 1.0:
-            return self.unet(
-                latents.to(dtype), timestep, encoder_hidden_states=prompt_embeds.to(dtype), class_labels=prompt_embeds[:, 0].to(dtype)
-            ).sample.float()
+            return unet_prediction(self.unet, latents.to(dtype), timestep, prompt_embeds.to(dtype)).float()
         embeds = torch.cat([negative_prompt_embeds, prompt_embeds]).to(dtype)
-        out = self.unet(
-            torch.cat([latents, latents]).to(dtype), timestep, encoder_hidden_states=embeds, class_labels=embeds[:, 0]
-        ).sample.float()
+        out = unet_prediction(self.unet, torch.cat([latents, latents]).to(dtype), timestep, embeds).float()
         uncond, cond = out.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 

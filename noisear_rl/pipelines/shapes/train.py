@@ -23,7 +23,7 @@ import tyro
 
 from noisear_rl.io import save_pretrained_atomically
 from noisear_rl.schedules import warmup_cosine
-from noisear_rl.pipelines.shapes.pipeline import DEFAULT_WEIGHTS, ShapesPipeline, build_shapes_pipeline
+from noisear_rl.pipelines.shapes.pipeline import DEFAULT_WEIGHTS, ShapesPipeline, build_shapes_pipeline, unet_prediction
 from noisear_rl.pipelines.shapes.world import render_batch, sample_scenes, scene_to_prompt
 
 
@@ -119,7 +119,7 @@ def train(config: TrainConfig) -> ShapesPipeline:
         target = scheduler.get_velocity(images, noise, timesteps)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16_autocast):
             embeds = text_encoder(text_encoder.tokenize(prompts))
-            prediction = unet(noisy, timesteps, encoder_hidden_states=embeds, class_labels=embeds[:, 0]).sample
+            prediction = unet_prediction(unet, noisy, timesteps, embeds)
         per_sample = ((prediction.float() - target) ** 2).mean(dim=(1, 2, 3))
         if config.min_snr_gamma > 0:
             s = snr[timesteps]
