@@ -15,8 +15,9 @@ Outputs in --output-dir: results.md (Markdown table), results.csv (one row per s
 metric), results.json (everything), grid.png (prompts x sources, first seed), bars.png, and
 config.json. Results are stored per (source, seed) in cells/ as soon as they are finished
 (atomically); rerunning the same command skips finished cells, so an interrupted evaluation
-resumes. Cells are keyed by the spec text and the settings: a checkpoint retrained in place
-needs --overwrite (or another --output-dir). Example (the Shapes world):
+resumes. Cells are keyed by the spec text, the settings and, for a source whose argument is a
+path, the sizes and modification times of the files under it: weights retrained in place are
+evaluated again. Example (the Shapes world):
 
     python -m noisear_rl.evaluate --backend shapes --metrics shapes --seeds 0 1 2 \\
         --sources gaussian golden:runs/shapes-npnet erasure-injection \\
@@ -298,7 +299,26 @@ def _settings(config: EvaluateConfig, prompts: list[str]) -> dict[str, Any]:
 def _identity(settings: dict[str, Any], spec: str, seed: int) -> str:
     parsed = parse_spec(spec)
     options = {k: v for k, v in parsed.options.items() if k != "label"}  # the label only names the cell
-    return json.dumps(settings | {"source": [parsed.name, parsed.argument, options], "seed": seed}, sort_keys=True, default=str)
+    identity = settings | {"source": [parsed.name, parsed.argument, options], "seed": seed}
+    files = _files_fingerprint(parsed.argument)
+    if files is not None:
+        identity["source_files"] = files
+    return json.dumps(identity, sort_keys=True, default=str)
+
+
+def _files_fingerprint(argument: str | None) -> str | None:
+    """A digest of the size and modification time of every file under a source argument that is a
+    path (None otherwise): a cell is recomputed when the weights it came from were retrained or
+    replaced under the same name."""
+    if argument is None or not Path(argument).exists():
+        return None
+    root = Path(argument)
+    files = sorted(path for path in ([root] if root.is_file() else root.rglob("*")) if path.is_file())
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root) if path != root else path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def write_cell(path: Path, cell: Cell, identity: str) -> None:

@@ -103,7 +103,7 @@ def test_update_gives_finite_loss_and_changes_parameters(name):
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [
-        ("dpo", {"score_gap": 0.0}),
+        ("dpo", {"score_gap": 0.0, "kl_coef": 0.0}),  # the KL term's trust region is tested below
         ("dpo", {"score_gap": 0.0, "objective": "simple-nll"}),
         ("ppo", {}),
         ("ppo", {"per_patch": False}),
@@ -187,3 +187,18 @@ def test_state_dict_round_trip_continues_identically(name):
     b.update(batch)
     for x, y in zip(prior_a.parameters(), prior_b.parameters()):
         assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_dpo_kl_term_holds_the_prior_near_the_reference():
+    batch = rollouts(make_prior(), seed=0)
+    drift = {}
+    for kl_coef in (0.0, 1.0):
+        prior = make_prior()
+        dpo = build("dpo", prior, score_gap=0.0, kl_coef=kl_coef, lr=3e-3, epochs=30)
+        torch.manual_seed(0)
+        metrics = dpo.update(batch)
+        assert ("kl_to_reference" in metrics) == (kl_coef > 0)
+        with torch.no_grad():
+            reference_params = dpo.reference.patch_params(batch.noise, batch.cond.embeds)
+            drift[kl_coef] = float(dpo.kl_to_reference(batch.noise, batch.cond, reference_params).mean())
+    assert 0 < drift[1.0] < 0.5 * drift[0.0]

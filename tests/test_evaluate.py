@@ -159,3 +159,18 @@ def test_cells_stored_with_reward_seconds_still_load(tmp_path: Path) -> None:
     evaluation.write_cell(tmp_path / "cell.safetensors", cell, "id")
     loaded = evaluation.read_cell(tmp_path / "cell.safetensors", "id")
     assert loaded is not None and loaded.timing["generate_seconds"] == 2.0
+
+
+def test_a_cell_of_weights_retrained_under_the_same_path_is_recomputed(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    settings = evaluation._settings(config, evaluation.load_prompts(config))
+    run = tmp_path / "run"
+    (run / "prior").mkdir(parents=True)
+    (run / "prior" / "weights.safetensors").write_bytes(b"first training")
+    spec = f"noisear:{run}?label=tuned"
+    before = evaluation._identity(settings, spec, 0)
+    assert evaluation._identity(settings, spec, 0) == before
+    assert evaluation._identity(settings, f"noisear:{run}?label=other", 0) == before  # the label only names it
+    (run / "prior" / "weights.safetensors").write_bytes(b"the same run folder, trained again")
+    assert evaluation._identity(settings, spec, 0) != before
+    assert "source_files" not in evaluation._identity(settings, "gaussian", 0)  # no path: nothing to fingerprint

@@ -221,3 +221,21 @@ def test_bad_input_is_a_clear_error(prior, cond):
     state = prior.start(cond)
     with pytest.raises(ValueError, match="patch must be"):
         prior.advance(state, torch.zeros(3, 7))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_gaussian_kl_equals_torch_and_is_zero_only_at_the_reference(temperature):
+    from torch.distributions import kl_divergence
+
+    from noisear_rl.prior.gaussian import gaussian_kl
+
+    g = torch.Generator().manual_seed(0)
+    mean, ref_mean = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    logvar, ref_logvar = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    expected = kl_divergence(
+        Normal(mean, temperature * (logvar / 2).exp()), Normal(ref_mean, temperature * (ref_logvar / 2).exp())
+    )
+    torch.testing.assert_close(gaussian_kl(mean, logvar, ref_mean, ref_logvar, temperature), expected)
+    assert torch.equal(gaussian_kl(mean, logvar, mean, logvar, temperature), torch.zeros(4, 5))
+    # a blown-up variance costs about half its log-variance per element, with no bound
+    assert gaussian_kl(ref_mean, ref_logvar + 9, ref_mean, ref_logvar).min() > 1000

@@ -25,6 +25,16 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor, temperature: floa
     return -0.5 * (x.float() - mean.float()).square() * torch.exp(-logvar) - 0.5 * logvar - _HALF_LOG_2PI
 
 
+def gaussian_kl(mean: Tensor, logvar: Tensor, ref_mean: Tensor, ref_logvar: Tensor, temperature: float = 1.0) -> Tensor:
+    """Element-wise KL(N(mean, var) || N(ref_mean, ref_var)) in closed form, both variances clamped
+    and tempered as in sampling, computed in float32. Unlike a sample estimate it pulls back at any
+    distance (a drifted mean or a variance far from the reference's)."""
+    logvar = tempered_logvar(logvar.float(), temperature)
+    ref_logvar = tempered_logvar(ref_logvar.float(), temperature)
+    log_ratio = logvar - ref_logvar
+    return 0.5 * (torch.expm1(log_ratio) - log_ratio + (mean.float() - ref_mean.float()).square() * torch.exp(-ref_logvar))
+
+
 def sample_gaussian(
     mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor]:
