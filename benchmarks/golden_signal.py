@@ -13,25 +13,11 @@ counts (the noise floor), and the cosine between the means of two halves of the 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from noisear_rl.data import GoldenNoiseDataset
-from noisear_rl.pipelines.shapes.world import attribute_keys
-
-
-def key_means(noise: Tensor, prompts: list[str]) -> tuple[dict[tuple[str, str], Tensor], dict[tuple[str, str], int]]:
-    """Per attribute key: the mean of the noises whose prompt has it, and their count."""
-    sums: dict[tuple[str, str], Tensor] = defaultdict(lambda: torch.zeros_like(noise[0]))
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for row, prompt in zip(noise, prompts):
-        for key in attribute_keys(prompt):
-            sums[key] += row
-            counts[key] += 1
-    return {key: sums[key] / counts[key] for key in sums}, dict(counts)
+from noisear_rl.pipelines.shapes.world import attribute_means
 
 
 def main() -> None:
@@ -48,9 +34,9 @@ def main() -> None:
     print(f"{'block':>5} | key-mean RMS | noise floor | split-half cosine | keys")
     for pool in args.pool:
         noise = F.avg_pool2d(golden, pool) if pool > 1 else golden
-        means, counts = key_means(noise, prompts)
-        first, _ = key_means(noise[halves == 0], [p for p, h in zip(prompts, halves) if h == 0])
-        second, _ = key_means(noise[halves == 1], [p for p, h in zip(prompts, halves) if h == 1])
+        means, counts = attribute_means(noise, prompts)
+        first, _ = attribute_means(noise[halves == 0], [p for p, h in zip(prompts, halves) if h == 0])
+        second, _ = attribute_means(noise[halves == 1], [p for p, h in zip(prompts, halves) if h == 1])
         shared = sorted(set(first) & set(second))
         rms = torch.tensor([float(means[key].pow(2).mean().sqrt()) for key in means]).mean()
         # a mean of n independent unit normals averaged over pool x pool blocks has RMS 1 / (pool sqrt(n))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from collections import defaultdict
 
 import gymnasium as gym
 import torch
@@ -36,19 +35,13 @@ from noisear_rl.envs import NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
-from noisear_rl.pipelines.shapes.world import attribute_keys
+from noisear_rl.pipelines.shapes.world import attribute_keys, attribute_means
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
 
 
 def attribute_directions(batch: RolloutBatch, advantages: Tensor) -> dict[tuple[str, str], Tensor]:
     """Per attribute key: the mean of advantage x noise over the rollouts whose prompt has it."""
-    sums: dict[tuple[str, str], Tensor] = defaultdict(lambda: torch.zeros_like(batch.noise[0]))
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    for advantage, noise, prompt in zip(advantages, batch.noise, batch.prompts):
-        for key in attribute_keys(prompt):
-            sums[key] += advantage * noise
-            counts[key] += 1
-    return {key: sums[key] / counts[key] for key in sums}
+    return attribute_means(advantages.view(-1, 1, 1, 1) * batch.noise, batch.prompts)[0]
 
 
 def shifted(noise: Tensor, prompts: list[str], directions: dict[tuple[str, str], Tensor], rms: float) -> Tensor:

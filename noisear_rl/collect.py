@@ -225,18 +225,16 @@ def _collect_shard(
     golden_parts, reward_parts = [], []
     for first in range(0, len(local_prompt), config.batch_size):
         rows = local_prompt[first : first + config.batch_size]
-        rows_cond = cond[rows]
+        rows_cond, rows_prompts = cond[rows], [prompts[start + int(r)] for r in rows]
         x_T = noise[first : first + config.batch_size].to(backend.device)
         if config.golden == "selected":
             golden_parts.append(x_T.cpu())
-            reward_parts.append(_selection_rewards(backend, reward, x_T, rows_cond, [prompts[start + int(r)] for r in rows]))
+            reward_parts.append(_selection_rewards(backend, reward, x_T, rows_cond, rows_prompts))
             continue
         golden = golden_noise(backend, x_T, rows_cond, guidance, config.inversion_guidance_scale, config.golden_steps)
         golden_parts.append(golden.cpu())
         if reward is not None:
-            reward_parts.append(
-                _rewards(backend, reward, x_T, golden, rows_cond, [prompts[start + int(r)] for r in rows], generator)
-            )
+            reward_parts.append(_rewards(backend, reward, x_T, golden, rows_cond, rows_prompts, generator))
     storage = as_dtype(config.storage_dtype)
     tensors = {
         "noise": noise.to(storage),

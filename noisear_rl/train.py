@@ -35,7 +35,7 @@ import noisear_rl  # noqa: F401  (registers the environments)
 from noisear_rl.algorithms.base import Algorithm, get_algorithm, list_algorithms
 from noisear_rl.algorithms.nll import GoldenBatch, NLLConfig, build_prior
 from noisear_rl.envs.policy import NoiseARPolicy
-from noisear_rl.envs.prompts import evenly_spaced, read_prompt_file
+from noisear_rl.envs.prompts import evenly_spaced, prompt_set, read_prompt_file
 from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
 from noisear_rl.io import save_pretrained_atomically, write_json
 from noisear_rl.noise_sources.noisear import resolve_prior
@@ -328,9 +328,7 @@ def _evaluation_pool(run: RunConfig, world: Any) -> list[str]:
     if run.eval_prompts is not None:
         pool = read_prompt_file(run.eval_prompts)
     elif run.env == SHAPES_ENV:
-        from noisear_rl.pipelines.shapes.world import evaluation_prompts
-
-        pool = evaluation_prompts()
+        pool = prompt_set("eval", "shapes")
     else:
         pool = world.sample_prompts(8 * run.num_eval_prompts, np.random.default_rng(run.eval_seed))
     return list(dict.fromkeys(pool))

@@ -12,6 +12,7 @@ import torch
 from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import Algorithm, OptimConfig, get_algorithm, list_algorithms, register_algorithm
 from noisear_rl.algorithms.nll import GoldenBatch
+from noisear_rl.algorithms.losses import kl_per_noise
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 
@@ -199,6 +200,7 @@ def test_dpo_kl_term_holds_the_prior_near_the_reference():
         metrics = dpo.update(batch)
         assert ("kl_to_reference" in metrics) == (kl_coef > 0)
         with torch.no_grad():
+            params = prior.patch_params(batch.noise, batch.cond.embeds)
             reference_params = dpo.reference.patch_params(batch.noise, batch.cond.embeds)
-            drift[kl_coef] = float(dpo.kl_to_reference(batch.noise, batch.cond, reference_params).mean())
+            drift[kl_coef] = float(kl_per_noise(params, reference_params).mean())
     assert 0 < drift[1.0] < 0.5 * drift[0.0]

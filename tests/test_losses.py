@@ -108,3 +108,14 @@ def test_best_worst_pairs_by_hand():
     assert chosen.tolist() == [6]
     empty, _ = best_worst_pairs(rewards, group_size=3, min_gap=5.0)
     assert empty.numel() == 0
+
+
+def test_kl_per_noise_sums_the_closed_form_kl_of_every_patch_element():
+    from noisear_rl.algorithms.losses import kl_per_noise
+
+    g = torch.Generator().manual_seed(0)
+    mean, logvar, ref_mean = (torch.randn(3, 4, 5, generator=g) for _ in range(3))
+    ref_logvar = torch.zeros(3, 4, 5)
+    expected = 0.5 * (logvar.exp() - 1 - logvar + (mean - ref_mean) ** 2).sum((1, 2))
+    torch.testing.assert_close(kl_per_noise((mean, logvar), (ref_mean, ref_logvar)), expected)
+    assert torch.equal(kl_per_noise((mean, logvar), (mean, logvar)), torch.zeros(3))

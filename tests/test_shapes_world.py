@@ -101,3 +101,14 @@ def test_attribute_keys_bind_each_attribute_to_its_objects_position() -> None:
     assert attribute_keys("a red circle on the left and a blue square on the right") == [
         ("red", "left"), ("circle", "left"), ("blue", "right"), ("square", "right"),
     ]
+
+
+def test_attribute_means_average_the_rows_of_every_prompt_with_the_key() -> None:
+    from noisear_rl.pipelines.shapes.world import attribute_means
+
+    prompts = ["a red circle on the left", "a red square on the left and a blue circle on the right", "a blue circle on the top"]
+    values = torch.tensor([[1.0], [3.0], [10.0]])
+    means, counts = attribute_means(values, prompts)
+    assert counts[("red", "left")] == 2 and float(means[("red", "left")]) == 2.0
+    assert counts[("circle", "left")] == 1 and float(means[("circle", "left")]) == 1.0
+    assert float(means[("blue", "top")]) == 10.0 and ("blue", "left") not in means

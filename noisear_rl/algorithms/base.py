@@ -40,7 +40,6 @@ from torch import Tensor
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.schedules import warmup_cosine
 from noisear_rl.pipelines.base import Condition
-from noisear_rl.prior.gaussian import gaussian_kl
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.registry import Registry
 
@@ -160,11 +159,11 @@ class Algorithm(ABC):
         """Log-probs of `noise` under `model` at the policy's temperature: [B, T] or [B]."""
         return model.log_prob(noise, cond.embeds, per_patch=per_patch, temperature=self.temperature)
 
-    def kl_to_reference(self, noise: Tensor, cond: Condition, ref_params: tuple[Tensor, Tensor]) -> Tensor:
-        """KL(prior || reference) of each noise's patch Gaussians, in closed form, summed over
-        patches: [B]. `ref_params` are the reference's teacher-forced (mean, logvar) for `noise`."""
-        mean, logvar = self.prior.patch_params(noise, cond.embeds)
-        return gaussian_kl(mean, logvar, *ref_params, temperature=self.temperature).sum((1, 2))
+    def log_prob_and_params(self, model: NoiseARPrior, noise: Tensor, cond: Condition) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Whole-noise log-probs [B] at the policy's temperature, and the teacher-forced patch
+        Gaussians (mean, logvar) [B, T, D] they come from, in one forward pass."""
+        mean, logvar = model.patch_params(noise, cond.embeds)
+        return model.patch_log_prob(noise, mean, logvar, self.temperature).sum(-1), (mean, logvar)
 
     def minibatches(self, num_items: int, minibatch_size: int) -> list[Tensor]:
         """Shuffled index chunks of `num_items` local items (torch's global RNG, which the training

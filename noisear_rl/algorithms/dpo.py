@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
-from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss
+from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss, kl_per_noise
 from noisear_rl.envs.rollout import RolloutBatch
 
 
@@ -73,14 +73,11 @@ class DPO(Algorithm):
         metrics = MetricMeans()
         num_pairs = len(chosen)
 
-        # 2. The reference's log-probs (and patch Gaussians, for the KL term) are fixed for the round.
+        # 2. The reference's log-probs and patch Gaussians (for the KL term) are fixed for the round.
         if self.reference is not None and num_pairs:
             with torch.no_grad():
-                ref_c = self.log_prob(self.reference, noise_c, cond, per_patch=False)
-                ref_r = self.log_prob(self.reference, noise_r, cond, per_patch=False)
-                if config.kl_coef > 0:
-                    ref_params_c = self.reference.patch_params(noise_c, cond.embeds)
-                    ref_params_r = self.reference.patch_params(noise_r, cond.embeds)
+                ref_c, ref_params_c = self.log_prob_and_params(self.reference, noise_c, cond)
+                ref_r, ref_params_r = self.log_prob_and_params(self.reference, noise_r, cond)
 
         # 3. Epochs of minibatch updates over the pairs.
         for _ in range(config.epochs):
@@ -88,18 +85,14 @@ class DPO(Algorithm):
                 loss = None
                 if len(idx):
                     if config.objective == "dpo":
-                        terms = dpo_loss(
-                            self.log_prob(self.prior, noise_c[idx], cond[idx], per_patch=False),
-                            self.log_prob(self.prior, noise_r[idx], cond[idx], per_patch=False),
-                            ref_c[idx],
-                            ref_r[idx],
-                            config.beta,
-                        )
+                        logp_c, params_c = self.log_prob_and_params(self.prior, noise_c[idx], cond[idx])
+                        logp_r, params_r = self.log_prob_and_params(self.prior, noise_r[idx], cond[idx])
+                        terms = dpo_loss(logp_c, logp_r, ref_c[idx], ref_r[idx], config.beta)
                         loss = terms.loss
                         if config.kl_coef > 0:
                             kl = 0.5 * (
-                                self.kl_to_reference(noise_c[idx], cond[idx], tuple(p[idx] for p in ref_params_c))
-                                + self.kl_to_reference(noise_r[idx], cond[idx], tuple(p[idx] for p in ref_params_r))
+                                kl_per_noise(params_c, (ref_params_c[0][idx], ref_params_c[1][idx]), self.temperature)
+                                + kl_per_noise(params_r, (ref_params_r[0][idx], ref_params_r[1][idx]), self.temperature)
                             ).mean()
                             loss = loss + config.kl_coef * kl
                             metrics.add(kl_to_reference=kl)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from noisear_rl.prior.gaussian import gaussian_kl
+
 
 @dataclass(frozen=True)
 class DPOLoss:
@@ -105,6 +107,12 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, max_log_ratio: float = 20.0) -> T
     reference. The log-ratio is clamped to +-`max_log_ratio` so a drifted policy cannot overflow."""
     log_ratio = (ref_logp - logp).clamp(-max_log_ratio, max_log_ratio)
     return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def kl_per_noise(params: tuple[Tensor, Tensor], ref_params: tuple[Tensor, Tensor], temperature: float = 1.0) -> Tensor:
+    """Closed-form KL(policy || reference) of each noise's patch Gaussians, summed over patches and
+    elements: [B]. `params` and `ref_params` are (mean, logvar) [B, T, D] at the same noises."""
+    return gaussian_kl(*params, *ref_params, temperature=temperature).sum((1, 2))
 
 
 @dataclass(frozen=True)

@@ -211,9 +211,13 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         recomputed under the distribution it was drawn from.
         """
         mean, logvar = self.patch_params(noise, cond, cond_mask)
-        per_element = gaussian_log_prob(self.patchify(noise), mean, logvar, temperature)
-        per_patch_logp = per_element.sum(-1)
+        per_patch_logp = self.patch_log_prob(noise, mean, logvar, temperature)
         return per_patch_logp if per_patch else per_patch_logp.sum(-1)
+
+    def patch_log_prob(self, noise: Tensor, mean: Tensor, logvar: Tensor, temperature: float = 1.0) -> Tensor:
+        """Per-patch log-density [B, T] of `noise` under patch Gaussians `patch_params` gave for it
+        (for callers that also need the Gaussians, without a second forward pass)."""
+        return gaussian_log_prob(self.patchify(noise), mean, logvar, temperature).sum(-1)
 
     def nll_loss(
         self,

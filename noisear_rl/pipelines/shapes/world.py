@@ -110,6 +110,18 @@ def attribute_keys(prompt: str) -> list[tuple[str, str]]:
     return [key for obj in parse_prompt(prompt) for key in ((obj.colour, obj.position), (obj.shape, obj.position))]
 
 
+def attribute_means(values: Tensor, prompts: Sequence[str]) -> tuple[dict[tuple[str, str], Tensor], dict[tuple[str, str], int]]:
+    """Per attribute key (`attribute_keys`): the mean of the rows of `values` whose prompt has it,
+    and how many rows that is (e.g. the noises a collection or an RL batch holds for each key)."""
+    sums: dict[tuple[str, str], Tensor] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for row, prompt in zip(values, prompts):
+        for key in attribute_keys(prompt):
+            sums[key] = sums[key] + row if key in sums else row.clone()
+            counts[key] = counts.get(key, 0) + 1
+    return {key: sums[key] / counts[key] for key in sums}, counts
+
+
 def all_scenes() -> list[Scene]:
     """Every scene of the world in a fixed order: 48 one-object and 432 two-object scenes."""
     singles = [
