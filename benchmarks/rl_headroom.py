@@ -9,6 +9,17 @@ noises (every row starts from the same standard normals):
    scaled to an RMS of `--shift` per element, to its noises measures what a prompt-conditional
    mean shift learned from these rollouts can gain. Control: the same with the advantages
    permuted across rollouts (directions of pure noise, same structure and size).
+   Changes that need no binding of attributes to positions, for comparison: one shift for every
+   prompt (rewards z-scored over the whole batch), the prior's own prompt-specific mean
+   (conditional minus unconditional, averaged over a prompt's noises) amplified or reversed to
+   the same RMS, and other sampling temperatures.
+   Then the learning rule alone: a prompt-conditional shift of the prior's patch means (its
+   variances kept, zero at the start), fitted to the same rollouts by the policy gradient with a
+   closed-form KL penalty to the prior, in two forms: linear in the prompt's (attribute,
+   position) indicators (an input that states the bindings), or read from the text encoder's
+   states by cross-attention with a learned query per patch (what the prior itself reads).
+   Held-out noises get their prompt's shift added (for a prior whose means hardly depend on
+   earlier patches, as here, close to sampling from the shifted prior).
 2. What each algorithm learns from the same rollouts in one update (its default config, the
    batch as one round): the change of the prior's mean on the held-out noises, split into a part
    shared by all prompts, a prompt-specific part and a part that varies between noises of one
@@ -25,7 +36,7 @@ import time
 
 import gymnasium as gym
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import noisear_rl  # noqa: F401  registers the environments
 from noisear_rl import NoiseARPrior
@@ -34,8 +45,10 @@ from noisear_rl.algorithms.losses import per_prompt_normalize
 from noisear_rl.envs import NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
+from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
 from noisear_rl.pipelines.shapes.world import attribute_keys, attribute_means
+from noisear_rl.prior.gaussian import gaussian_kl, gaussian_log_prob
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
 
 
@@ -49,8 +62,77 @@ def shifted(noise: Tensor, prompts: list[str], directions: dict[tuple[str, str],
     shifts = []
     for prompt in prompts:
         shift = sum((directions.get(key, torch.zeros_like(noise[0])) for key in attribute_keys(prompt)), torch.zeros_like(noise[0]))
-        shifts.append(shift * rms / shift.pow(2).mean().sqrt().clamp(min=1e-12))
+        shifts.append(scaled_to_rms(shift, rms))
     return noise + torch.stack(shifts)
+
+
+def scaled_to_rms(shift: Tensor, rms: float) -> Tensor:
+    """`shift` rescaled to an RMS of `rms` per element."""
+    return shift * rms / shift.pow(2).mean().sqrt().clamp(min=1e-12)
+
+
+def own_prompt_direction(prior: NoiseARPrior, batch: RolloutBatch, unconditional: Condition, noises_per_prompt: int) -> Tensor:
+    """Per noise of `batch`: the mean over its prompt's noises of the prior's conditional minus
+    unconditional teacher-forced mean, i.e. what the prior itself does with the prompt."""
+    with torch.no_grad():
+        conditional, _ = prior(batch.noise, batch.cond.embeds)
+        unconditioned, _ = prior(batch.noise, unconditional.embeds)
+    per_prompt = (conditional - unconditioned).reshape(-1, noises_per_prompt, *batch.noise.shape[1:]).mean(1, keepdim=True)
+    return per_prompt.expand(-1, noises_per_prompt, -1, -1, -1).reshape(batch.noise.shape)
+
+
+class BindingShift(nn.Module):
+    """A mean shift per patch that is linear in a prompt's (attribute, position) indicators: a
+    prior input that states the bindings. Zero at the start."""
+
+    def __init__(self, keys: list[tuple[str, str]], num_patches: int, patch_dim: int) -> None:
+        super().__init__()
+        self.keys = keys
+        self.weight = nn.Parameter(torch.zeros(len(keys), num_patches, patch_dim))
+        self.bias = nn.Parameter(torch.zeros(num_patches, patch_dim))
+
+    def forward(self, prompts: list[str], cond: Condition) -> Tensor:
+        indicators = torch.tensor([[float(key in attribute_keys(p)) for key in self.keys] for p in prompts])
+        return torch.einsum("bk,ktd->btd", indicators, self.weight) + self.bias
+
+
+class ConditionShift(nn.Module):
+    """A mean shift per patch read from the condition (the text encoder's states) by cross-attention
+    with one learned query per patch, as a prior's condition pathway could. Zero at the start."""
+
+    def __init__(self, cond_dim: int, num_patches: int, patch_dim: int, width: int = 64) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_patches, width, generator=torch.Generator().manual_seed(0)) * 0.5)
+        self.key = nn.Linear(cond_dim, width)
+        self.value = nn.Linear(cond_dim, width)
+        self.out = nn.Linear(width, patch_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, prompts: list[str], cond: Condition) -> Tensor:
+        weights = torch.einsum("tw,blw->btl", self.queries, self.key(cond.embeds)) / self.queries.shape[1] ** 0.5
+        return self.out(torch.einsum("btl,blw->btw", weights.softmax(-1), self.value(cond.embeds)))
+
+
+def fit_shift(shift: nn.Module, prior: NoiseARPrior, batch: RolloutBatch, steps: int, lr: float, kl_coef: float, seed: int) -> nn.Module:
+    """Trains `shift`, added to the prior's patch means (variances kept), by the policy gradient on
+    `batch` (rewards z-scored within each prompt) plus `kl_coef` x the closed-form KL to the prior."""
+    with torch.no_grad():
+        mean, logvar = prior.patch_params(batch.noise, batch.cond.embeds)
+    patches = prior.patchify(batch.noise)
+    advantages = per_prompt_normalize(batch.rewards, batch.prompts)
+    optimizer = torch.optim.Adam(shift.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randperm(len(batch), generator=generator)[:256]
+        shifted_mean = mean[idx] + shift([batch.prompts[i] for i in idx], batch.cond[idx])
+        logp = gaussian_log_prob(patches[idx], shifted_mean, logvar[idx]).sum((1, 2))
+        kl = gaussian_kl(shifted_mean, logvar[idx], mean[idx], logvar[idx]).sum((1, 2))
+        loss = (kl_coef * kl - advantages[idx] * logp).mean() / patches[0].numel()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return shift
 
 
 def mean_change(before: Tensor, after: Tensor, noises_per_prompt: int) -> dict[str, float]:
@@ -72,6 +154,10 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=8, help="rollouts per prompt (training and held-out)")
     parser.add_argument("--heldout-prompts", type=int, default=64)
     parser.add_argument("--shift", type=float, default=0.2, help="RMS per element of the headroom shift")
+    parser.add_argument("--temperatures", type=float, nargs="*", default=[0.85, 1.15], help="sampling temperatures to score")
+    parser.add_argument("--shift-steps", type=int, default=300, help="Adam steps (of 256 rollouts) of the policy-gradient shifts")
+    parser.add_argument("--shift-lr", type=float, default=3e-3)
+    parser.add_argument("--shift-kl", type=float, default=0.3, help="KL coefficient of the policy-gradient shifts")
     parser.add_argument("--algorithms", nargs="*", default=["dpo", "ppo", "reinforce"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -109,6 +195,33 @@ def main() -> None:
     for name, adv in (("attribute shift", advantages), ("control: permuted advantages", permuted)):
         noise = shifted(held.noise, held.prompts, attribute_directions(train, adv), args.shift)
         rows.append((f"{name} (RMS {args.shift})", success(noise), ""))
+
+    # 1b. What needs no binding: one shift for every prompt (rewards z-scored over the batch), the
+    # prior's own prompt-specific mean amplified or reversed, and the sampling temperature.
+    batch_z = (train.rewards.float() - train.rewards.float().mean()) / train.rewards.float().std()
+    common = (batch_z.view(-1, 1, 1, 1) * train.noise).mean(0)
+    rows.append((f"prompt-independent shift (RMS {args.shift})", success(held.noise + scaled_to_rms(common, args.shift)), ""))
+    own = own_prompt_direction(prior, held, world.encode([""] * len(held)), k)
+    for sign, label in ((1.0, "amplified"), (-1.0, "reversed")):
+        rows.append((f"prior's prompt-specific mean {label} (RMS {args.shift})",
+                     success(held.noise + sign * scaled_to_rms(own, args.shift)), ""))
+    for temperature in args.temperatures:
+        episodes = [p for p in heldout for _ in range(k)]
+        batch = collect_rollouts(venv, NoiseARPolicy(prior, temperature), episodes, generator=torch.Generator().manual_seed(2))
+        rows.append((f"sampling temperature {temperature}", success(batch), ""))
+
+    # 1c. The same policy gradient, fitting a prompt-conditional mean shift that reads the bindings,
+    # or reads the text condition; the held-out noises get the shift of their prompt.
+    shifts = {
+        "bindings": BindingShift(sorted({key for p in pool + train_prompts for key in attribute_keys(p)}), prior.num_patches, prior.patch_dim),
+        "the text condition": ConditionShift(prior.config.cond_dim, prior.num_patches, prior.patch_dim),
+    }
+    for name, shift in shifts.items():
+        fit_shift(shift, prior, train, args.shift_steps, args.shift_lr, args.shift_kl, args.seed)
+        with torch.no_grad():
+            learned = prior.unpatchify(shift(held.prompts, held.cond))
+        rows.append((f"policy-gradient shift reading {name}", success(held.noise + learned),
+                     f"RMS {float(learned.pow(2).mean().sqrt()):.3f}"))
 
     # 2. One update of each algorithm on the training rollouts.
     with torch.no_grad():

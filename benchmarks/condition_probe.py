@@ -1,0 +1,119 @@
+"""Does what the prior reads say which attribute goes where? Linear probes on the Shapes world.
+
+The RL headroom (`rl_headroom.py`) is in shifts that bind each object's colour and shape to its
+position; shifts from the words alone (bag of words) do not help. A prior can learn such shifts
+from a few thousand rollouts only if the binding is easy to read from its inputs. This fits ridge
+probes on the 272 training prompts and scores them on the 160 two-object evaluation prompts
+(none seen in fitting), for three feature sets: the condition mean-pooled over tokens, the
+condition flattened, and the shipped prior's mean-head input (teacher-forced on its own samples,
+averaged over a prompt's noises, flattened over patches). Two targets: the words (which colours,
+shapes and positions a prompt names) and the bindings (`attribute_keys`: its (colour, position)
+and (shape, position) pairs). The score is recall at k: the share of a prompt's true labels among
+its k best-scored ones (k = its number of labels); "chance" is the same probe fitted to labels
+permuted across training prompts, and a last row gives the bindings' recall when the words are
+known exactly and each named attribute is paired with a named position at random.
+
+    python benchmarks/condition_probe.py [--noises 4] [--ridge 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from noisear_rl import NoiseARPrior
+from noisear_rl.pipelines import load_backend
+from noisear_rl.pipelines.shapes import evaluation_prompts, training_prompts
+from noisear_rl.pipelines.shapes.world import attribute_keys, parse_prompt
+from noisear_rl.prior.shipped import shipped_shapes_prior_path
+
+
+def words(prompt: str) -> list[str]:
+    """The colours, shapes and positions `prompt` names."""
+    return sorted({word for obj in parse_prompt(prompt) for word in (obj.colour, obj.shape, obj.position)})
+
+
+def indicators(prompts: list[str], labels_of: Callable[[str], list]) -> Tensor:
+    """[N, num_labels] 0/1 matrix of each prompt's labels (columns: every label seen)."""
+    labels = sorted({label for prompt in prompts for label in labels_of(prompt)})
+    return torch.tensor([[float(label in labels_of(prompt)) for label in labels] for prompt in prompts])
+
+
+def recall_at_k(scores: Tensor, truth: Tensor) -> float:
+    """Mean over rows of the share of true labels among the row's k best scores (k = its true count)."""
+    recalls = []
+    for row_scores, row_truth in zip(scores, truth):
+        k = int(row_truth.sum())
+        recalls.append(float(row_truth[row_scores.topk(k).indices].sum()) / k)
+    return sum(recalls) / len(recalls)
+
+
+def ridge_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, ridge: float) -> Tensor:
+    """Scores of a ridge regression from standardised features (fitted on train) for test rows."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+
+    def design(x: Tensor) -> Tensor:
+        return torch.cat([(x - mean) / std, torch.ones(len(x), 1)], dim=1).double()
+
+    a = design(train_x)
+    weights = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype), a.T @ train_y.double())
+    return (design(test_x) @ weights).float()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--noises", type=int, default=4, help="prior samples per prompt for its features")
+    parser.add_argument("--ridge", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    backend = load_backend("shapes")
+    prior = NoiseARPrior.from_pretrained(shipped_shapes_prior_path()).eval()
+    train = training_prompts()
+    test = [prompt for prompt in evaluation_prompts() if len(parse_prompt(prompt)) == 2]
+
+    def prior_features(prompts: list[str]) -> Tensor:
+        cond = backend.encode([p for p in prompts for _ in range(args.noises)]).embeds
+        captured: dict[str, Tensor] = {}
+        hook = prior.mean_head.register_forward_hook(lambda module, inputs, output: captured.update(h=inputs[0]))
+        try:
+            with torch.no_grad():
+                noise = prior.sample(cond, generator=torch.Generator().manual_seed(args.seed))
+                prior.patch_params(noise, cond)
+        finally:
+            hook.remove()
+        return captured["h"].reshape(len(prompts), args.noises, -1).mean(1)
+
+    features: dict[str, Callable[[list[str]], Tensor]] = {
+        "condition, mean over tokens": lambda prompts: backend.encode(prompts).embeds.mean(1),
+        "condition, flattened": lambda prompts: backend.encode(prompts).embeds.flatten(1),
+        "prior's mean-head input": prior_features,
+    }
+    targets = {"words": words, "bindings": attribute_keys}
+    permutation = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
+
+    print(f"ridge probes fitted on {len(train)} training prompts, recall at k on {len(test)} unseen two-object prompts")
+    print(f"{'features':>30} | {'target':>8} | recall@k | chance (permuted labels)")
+    for feature_name, featurize in features.items():
+        train_x, test_x = featurize(train), featurize(test)
+        for target_name, labels_of in targets.items():
+            y = indicators(train + test, labels_of)
+            train_y, test_y = y[: len(train)], y[len(train) :]
+            recall = recall_at_k(ridge_probe(train_x, train_y, test_x, args.ridge), test_y)
+            chance = recall_at_k(ridge_probe(train_x, train_y[permutation], test_x, args.ridge), test_y)
+            print(f"{feature_name:>30} | {target_name:>8} | {recall:8.3f} | {chance:.3f}")
+    bindings = indicators(train + test, attribute_keys)[len(train) :]
+    labels = sorted({key for prompt in train + test for key in attribute_keys(prompt)})
+    guessed = torch.tensor([[float(a in words(p) and q in words(p)) for a, q in labels] for p in test])
+    guessed = guessed + 1e-3 * torch.rand(guessed.shape, generator=torch.Generator().manual_seed(args.seed))
+    print(f"{'the words, binding guessed':>30} | bindings | {recall_at_k(guessed, bindings):8.3f} |")
+    print(f"\n{time.perf_counter() - started:.0f} s, {torch.get_num_threads()} threads")
+
+
+if __name__ == "__main__":
+    main()
