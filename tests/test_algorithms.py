@@ -190,6 +190,35 @@ def test_state_dict_round_trip_continues_identically(name):
         assert torch.allclose(x, y, atol=1e-6)
 
 
+def test_reinforce_kl_term_holds_the_prior_near_the_reference():
+    batch = rollouts(make_prior(), seed=0)
+    drift = {}
+    for kl_coef in (0.0, 1.0):
+        prior = make_prior()
+        reinforce = build("reinforce", prior, kl_coef=kl_coef, lr=3e-3, minibatch_size=4)
+        assert (reinforce.reference is not None) == (kl_coef > 0)
+        for _ in range(10):
+            torch.manual_seed(0)
+            metrics = reinforce.update(batch)
+        assert ("kl_to_reference" in metrics) == (kl_coef > 0)
+        with torch.no_grad():
+            params = prior.patch_params(batch.noise, batch.cond.embeds)
+            reference_params = make_prior().patch_params(batch.noise, batch.cond.embeds)
+            drift[kl_coef] = float(kl_per_noise(params, reference_params).mean())
+    assert 0 < drift[1.0] < 0.5 * drift[0.0]
+
+
+def test_reinforce_kl_term_has_no_gradient_at_the_reference():
+    """At the reference the KL term's gradient is zero: the first step equals one without it."""
+    batch = rollouts(make_prior(), seed=0)
+    priors = {kl_coef: make_prior() for kl_coef in (0.0, 5.0)}
+    for kl_coef, prior in priors.items():
+        torch.manual_seed(0)
+        build("reinforce", prior, kl_coef=kl_coef, minibatch_size=len(batch)).update(batch)
+    for x, y in zip(priors[0.0].parameters(), priors[5.0].parameters()):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
 def test_dpo_kl_term_holds_the_prior_near_the_reference():
     batch = rollouts(make_prior(), seed=0)
     drift = {}

@@ -3,7 +3,8 @@
 Each iteration: K rollouts per prompt; the advantage of a rollout is its reward minus a baseline
 (the mean reward of the prompt's other rollouts, RLOO, or the batch mean); then one pass over the
 batch in minibatches, one gradient step on -mean(advantage x log-prob of the whole noise) each.
-Each rollout is used once (no importance ratios, no clipping: that is PPO).
+Each rollout is used once (no importance ratios, no clipping: that is PPO). An optional
+closed-form KL(prior || reference) term gives the update a trust region and a fixed point.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
-from noisear_rl.algorithms.losses import leave_one_out_advantages, reinforce_loss
+from noisear_rl.algorithms.losses import kl_per_noise, leave_one_out_advantages, reinforce_loss
 from noisear_rl.envs.rollout import RolloutBatch
 
 
@@ -28,6 +31,11 @@ class ReinforceConfig(RolloutConfig):
     """Divide advantages by their batch std (a per-batch step size that ignores the reward's scale)."""
     minibatch_size: int = 64
     """Rollouts per optimizer step (one pass over the batch per iteration)."""
+    kl_coef: float = 0.0
+    """Weight of the closed-form KL(prior || frozen reference) of each rollout's patch Gaussians,
+    summed over the noise like the log-probs (0: none, no reference kept). The policy gradient
+    alone keeps pushing along its estimate; the term bounds how far the prior moves
+    (`benchmarks/rl_headroom.py` fits its mean shifts this way)."""
 
 
 @register_algorithm("reinforce")
@@ -36,6 +44,10 @@ class Reinforce(Algorithm):
 
     config_class = ReinforceConfig
     config: ReinforceConfig
+
+    @staticmethod
+    def uses_reference(config: ReinforceConfig) -> bool:
+        return config.kl_coef > 0
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         config = self.config
@@ -50,15 +62,23 @@ class Reinforce(Algorithm):
         if config.normalize:
             advantages = advantages / (advantages.std(unbiased=False) + 1e-6)
 
-        # 2. One pass over the batch: a gradient step per minibatch of whole-noise log-probs.
+        # 2. One pass over the batch: a gradient step per minibatch of whole-noise log-probs
+        #    (+ the KL to the reference).
         metrics = MetricMeans()
         for idx in self.minibatches(len(batch), config.minibatch_size):
             if len(idx) == 0:  # this process has no rollouts for this step; the others may
                 self.optimizer_step(None, 0)
                 continue
-            logp = self.log_prob(self.prior, batch.noise[idx], batch.cond[idx], per_patch=False)
+            logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx])
             terms = reinforce_loss(logp, advantages[idx])
-            grad_norm = self.optimizer_step(terms.loss, len(idx))
-            metrics.add(loss=terms.loss, logp=logp.mean(), grad_norm=grad_norm)
+            loss = terms.loss
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_params = self.reference.patch_params(batch.noise[idx], batch.cond[idx].embeds)
+                kl = kl_per_noise(params, ref_params, self.temperature).mean()
+                loss = loss + config.kl_coef * kl
+                metrics.add(kl_to_reference=kl)
+            grad_norm = self.optimizer_step(loss, len(idx))
+            metrics.add(loss=loss, policy_loss=terms.loss, logp=logp.mean(), grad_norm=grad_norm)
         self.step_schedule()
         return {**metrics.means(), "advantage_std": float(advantages.std())}
