@@ -27,6 +27,7 @@ from torch import Tensor
 
 from noisear_rl import NoiseARPrior
 from noisear_rl.pipelines import load_backend
+from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.shapes import evaluation_prompts, training_prompts
 from noisear_rl.pipelines.shapes.world import attribute_keys, parse_prompt
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
@@ -37,10 +38,11 @@ def words(prompt: str) -> list[str]:
     return sorted({word for obj in parse_prompt(prompt) for word in (obj.colour, obj.shape, obj.position)})
 
 
-def indicators(prompts: list[str], labels_of: Callable[[str], list]) -> Tensor:
-    """[N, num_labels] 0/1 matrix of each prompt's labels (columns: every label seen)."""
-    labels = sorted({label for prompt in prompts for label in labels_of(prompt)})
-    return torch.tensor([[float(label in labels_of(prompt)) for label in labels] for prompt in prompts])
+def indicators(prompts: list[str], labels_of: Callable[[str], list]) -> tuple[Tensor, list]:
+    """[N, num_labels] 0/1 matrix of each prompt's labels, and the labels (every label seen) by column."""
+    present = [set(labels_of(prompt)) for prompt in prompts]
+    labels = sorted(set().union(*present))
+    return torch.tensor([[float(label in row) for label in labels] for row in present]), labels
 
 
 def recall_at_k(scores: Tensor, truth: Tensor) -> float:
@@ -77,41 +79,42 @@ def main() -> None:
     train = training_prompts()
     test = [prompt for prompt in evaluation_prompts() if len(parse_prompt(prompt)) == 2]
 
-    def prior_features(prompts: list[str]) -> Tensor:
-        cond = backend.encode([p for p in prompts for _ in range(args.noises)]).embeds
+    def prior_features(cond: Condition) -> Tensor:
+        """The prior's mean-head input on its own samples, averaged over a prompt's noises."""
+        embeds = cond.embeds.repeat_interleave(args.noises, dim=0)
         captured: dict[str, Tensor] = {}
         hook = prior.mean_head.register_forward_hook(lambda module, inputs, output: captured.update(h=inputs[0]))
         try:
             with torch.no_grad():
-                noise = prior.sample(cond, generator=torch.Generator().manual_seed(args.seed))
-                prior.patch_params(noise, cond)
+                noise = prior.sample(embeds, generator=torch.Generator().manual_seed(args.seed))
+                prior.patch_params(noise, embeds)
         finally:
             hook.remove()
-        return captured["h"].reshape(len(prompts), args.noises, -1).mean(1)
+        return captured["h"].reshape(len(cond), args.noises, -1).mean(1)
 
-    features: dict[str, Callable[[list[str]], Tensor]] = {
-        "condition, mean over tokens": lambda prompts: backend.encode(prompts).embeds.mean(1),
-        "condition, flattened": lambda prompts: backend.encode(prompts).embeds.flatten(1),
+    features: dict[str, Callable[[Condition], Tensor]] = {
+        "condition, mean over tokens": lambda cond: cond.embeds.mean(1),
+        "condition, flattened": lambda cond: cond.embeds.flatten(1),
         "prior's mean-head input": prior_features,
     }
-    targets = {"words": words, "bindings": attribute_keys}
+    train_cond, test_cond = backend.encode(train), backend.encode(test)
+    targets = {name: indicators(train + test, labels_of) for name, labels_of in (("words", words), ("bindings", attribute_keys))}
     permutation = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))
 
     print(f"ridge probes fitted on {len(train)} training prompts, recall at k on {len(test)} unseen two-object prompts")
     print(f"{'features':>30} | {'target':>8} | recall@k | chance (permuted labels)")
     for feature_name, featurize in features.items():
-        train_x, test_x = featurize(train), featurize(test)
-        for target_name, labels_of in targets.items():
-            y = indicators(train + test, labels_of)
+        train_x, test_x = featurize(train_cond), featurize(test_cond)
+        for target_name, (y, _) in targets.items():
             train_y, test_y = y[: len(train)], y[len(train) :]
             recall = recall_at_k(ridge_probe(train_x, train_y, test_x, args.ridge), test_y)
             chance = recall_at_k(ridge_probe(train_x, train_y[permutation], test_x, args.ridge), test_y)
             print(f"{feature_name:>30} | {target_name:>8} | {recall:8.3f} | {chance:.3f}")
-    bindings = indicators(train + test, attribute_keys)[len(train) :]
-    labels = sorted({key for prompt in train + test for key in attribute_keys(prompt)})
-    guessed = torch.tensor([[float(a in words(p) and q in words(p)) for a, q in labels] for p in test])
+    bindings, labels = targets["bindings"]
+    named = [set(words(prompt)) for prompt in test]
+    guessed = torch.tensor([[float(a in row and q in row) for a, q in labels] for row in named])
     guessed = guessed + 1e-3 * torch.rand(guessed.shape, generator=torch.Generator().manual_seed(args.seed))
-    print(f"{'the words, binding guessed':>30} | bindings | {recall_at_k(guessed, bindings):8.3f} |")
+    print(f"{'the words, binding guessed':>30} | bindings | {recall_at_k(guessed, bindings[len(train) :]):8.3f} |")
     print(f"\n{time.perf_counter() - started:.0f} s, {torch.get_num_threads()} threads")
 
 

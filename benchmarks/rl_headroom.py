@@ -92,7 +92,8 @@ class BindingShift(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_patches, patch_dim))
 
     def forward(self, prompts: list[str], cond: Condition) -> Tensor:
-        indicators = torch.tensor([[float(key in attribute_keys(p)) for key in self.keys] for p in prompts])
+        present = [set(attribute_keys(prompt)) for prompt in prompts]
+        indicators = torch.tensor([[float(key in keys) for key in self.keys] for keys in present])
         return torch.einsum("bk,ktd->btd", indicators, self.weight) + self.bias
 
 
@@ -102,7 +103,7 @@ class ConditionShift(nn.Module):
 
     def __init__(self, cond_dim: int, num_patches: int, patch_dim: int, width: int = 64) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_patches, width, generator=torch.Generator().manual_seed(0)) * 0.5)
+        self.queries = nn.Parameter(torch.randn(num_patches, width) * 0.5)
         self.key = nn.Linear(cond_dim, width)
         self.value = nn.Linear(cond_dim, width)
         self.out = nn.Linear(width, patch_dim)
@@ -173,9 +174,9 @@ def main() -> None:
     train_prompts = candidates[: args.train_prompts]
     k = args.rollouts
 
-    def rollouts(prompts: list[str], model: NoiseARPrior, seed: int) -> RolloutBatch:
+    def rollouts(prompts: list[str], model: NoiseARPrior, seed: int, temperature: float = 1.0) -> RolloutBatch:
         episodes = [p for p in prompts for _ in range(k)]
-        return collect_rollouts(venv, NoiseARPolicy(model), episodes, generator=torch.Generator().manual_seed(seed))
+        return collect_rollouts(venv, NoiseARPolicy(model, temperature), episodes, generator=torch.Generator().manual_seed(seed))
 
     def success(batch_or_noise: RolloutBatch | Tensor) -> float:
         if isinstance(batch_or_noise, RolloutBatch):
@@ -198,20 +199,20 @@ def main() -> None:
 
     # 1b. What needs no binding: one shift for every prompt (rewards z-scored over the batch), the
     # prior's own prompt-specific mean amplified or reversed, and the sampling temperature.
-    batch_z = (train.rewards.float() - train.rewards.float().mean()) / train.rewards.float().std()
+    rewards = train.rewards.float()
+    batch_z = (rewards - rewards.mean()) / rewards.std()
     common = (batch_z.view(-1, 1, 1, 1) * train.noise).mean(0)
     rows.append((f"prompt-independent shift (RMS {args.shift})", success(held.noise + scaled_to_rms(common, args.shift)), ""))
-    own = own_prompt_direction(prior, held, world.encode([""] * len(held)), k)
+    own = own_prompt_direction(prior, held, world.encode([""]).repeat_interleave(len(held)), k)
     for sign, label in ((1.0, "amplified"), (-1.0, "reversed")):
         rows.append((f"prior's prompt-specific mean {label} (RMS {args.shift})",
                      success(held.noise + sign * scaled_to_rms(own, args.shift)), ""))
     for temperature in args.temperatures:
-        episodes = [p for p in heldout for _ in range(k)]
-        batch = collect_rollouts(venv, NoiseARPolicy(prior, temperature), episodes, generator=torch.Generator().manual_seed(2))
-        rows.append((f"sampling temperature {temperature}", success(batch), ""))
+        rows.append((f"sampling temperature {temperature}", success(rollouts(heldout, prior, seed=2, temperature=temperature)), ""))
 
     # 1c. The same policy gradient, fitting a prompt-conditional mean shift that reads the bindings,
     # or reads the text condition; the held-out noises get the shift of their prompt.
+    torch.manual_seed(args.seed)  # the condition shift's initial weights
     shifts = {
         "bindings": BindingShift(sorted({key for p in pool + train_prompts for key in attribute_keys(p)}), prior.num_patches, prior.patch_dim),
         "the text condition": ConditionShift(prior.config.cond_dim, prior.num_patches, prior.patch_dim),

@@ -152,6 +152,8 @@ def test_dpo_reference_is_frozen_and_only_kept_when_needed():
     assert build("dpo", make_prior(), objective="simple-nll").reference is None
     assert build("ppo", make_prior()).reference is None
     assert build("ppo", make_prior(), kl_coef=0.1).reference is not None
+    assert build("reinforce", make_prior()).reference is None
+    assert build("reinforce", make_prior(), kl_coef=1.0).reference is not None
 
 
 def test_ppo_ratio_starts_at_one():
@@ -190,24 +192,6 @@ def test_state_dict_round_trip_continues_identically(name):
         assert torch.allclose(x, y, atol=1e-6)
 
 
-def test_reinforce_kl_term_holds_the_prior_near_the_reference():
-    batch = rollouts(make_prior(), seed=0)
-    drift = {}
-    for kl_coef in (0.0, 1.0):
-        prior = make_prior()
-        reinforce = build("reinforce", prior, kl_coef=kl_coef, lr=3e-3, minibatch_size=4)
-        assert (reinforce.reference is not None) == (kl_coef > 0)
-        for _ in range(10):
-            torch.manual_seed(0)
-            metrics = reinforce.update(batch)
-        assert ("kl_to_reference" in metrics) == (kl_coef > 0)
-        with torch.no_grad():
-            params = prior.patch_params(batch.noise, batch.cond.embeds)
-            reference_params = make_prior().patch_params(batch.noise, batch.cond.embeds)
-            drift[kl_coef] = float(kl_per_noise(params, reference_params).mean())
-    assert 0 < drift[1.0] < 0.5 * drift[0.0]
-
-
 def test_reinforce_kl_term_has_no_gradient_at_the_reference():
     """At the reference the KL term's gradient is zero: the first step equals one without it."""
     batch = rollouts(make_prior(), seed=0)
@@ -219,17 +203,25 @@ def test_reinforce_kl_term_has_no_gradient_at_the_reference():
         assert torch.allclose(x, y, atol=1e-6)
 
 
-def test_dpo_kl_term_holds_the_prior_near_the_reference():
+@pytest.mark.parametrize(
+    ("name", "overrides", "updates"),
+    [
+        ("dpo", {"score_gap": 0.0, "lr": 3e-3, "epochs": 30}, 1),
+        ("reinforce", {"lr": 3e-3, "minibatch_size": 4}, 10),
+    ],
+)
+def test_kl_term_holds_the_prior_near_the_reference(name, overrides, updates):
     batch = rollouts(make_prior(), seed=0)
     drift = {}
     for kl_coef in (0.0, 1.0):
         prior = make_prior()
-        dpo = build("dpo", prior, score_gap=0.0, kl_coef=kl_coef, lr=3e-3, epochs=30)
-        torch.manual_seed(0)
-        metrics = dpo.update(batch)
+        algorithm = build(name, prior, kl_coef=kl_coef, **overrides)
+        for _ in range(updates):
+            torch.manual_seed(0)
+            metrics = algorithm.update(batch)
         assert ("kl_to_reference" in metrics) == (kl_coef > 0)
         with torch.no_grad():
             params = prior.patch_params(batch.noise, batch.cond.embeds)
-            reference_params = dpo.reference.patch_params(batch.noise, batch.cond.embeds)
+            reference_params = make_prior().patch_params(batch.noise, batch.cond.embeds)
             drift[kl_coef] = float(kl_per_noise(params, reference_params).mean())
     assert 0 < drift[1.0] < 0.5 * drift[0.0]
