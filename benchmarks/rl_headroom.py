@@ -41,14 +41,13 @@ from torch import Tensor, nn
 import noisear_rl  # noqa: F401  registers the environments
 from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import get_algorithm
-from noisear_rl.algorithms.losses import per_prompt_normalize
+from noisear_rl.algorithms.losses import kl_per_noise, per_prompt_normalize, reinforce_loss
 from noisear_rl.envs import NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
 from noisear_rl.pipelines.shapes.world import attribute_keys, attribute_means
-from noisear_rl.prior.gaussian import gaussian_kl, gaussian_log_prob
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
 
 
@@ -120,16 +119,15 @@ def fit_shift(shift: nn.Module, prior: NoiseARPrior, batch: RolloutBatch, steps:
     `batch` (rewards z-scored within each prompt) plus `kl_coef` x the closed-form KL to the prior."""
     with torch.no_grad():
         mean, logvar = prior.patch_params(batch.noise, batch.cond.embeds)
-    patches = prior.patchify(batch.noise)
     advantages = per_prompt_normalize(batch.rewards, batch.prompts)
     optimizer = torch.optim.Adam(shift.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randperm(len(batch), generator=generator)[:256]
         shifted_mean = mean[idx] + shift([batch.prompts[i] for i in idx], batch.cond[idx])
-        logp = gaussian_log_prob(patches[idx], shifted_mean, logvar[idx]).sum((1, 2))
-        kl = gaussian_kl(shifted_mean, logvar[idx], mean[idx], logvar[idx]).sum((1, 2))
-        loss = (kl_coef * kl - advantages[idx] * logp).mean() / patches[0].numel()
+        logp = prior.patch_log_prob(batch.noise[idx], shifted_mean, logvar[idx]).sum(-1)
+        kl = kl_per_noise((shifted_mean, logvar[idx]), (mean[idx], logvar[idx])).mean()
+        loss = (reinforce_loss(logp, advantages[idx]).loss + kl_coef * kl) / batch.noise[0].numel()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
