@@ -53,6 +53,8 @@ from noisear_rl.run_folder import (
 from noisear_rl.seeds import derive_seed
 
 SHAPES_ENV = "NoiseAR-Shapes-v0"
+# Environments with a shipped NLL prior: env id -> the Shapes backend's condition it reads.
+SHIPPED_PRIOR_CONDITIONS = {SHAPES_ENV: "text", "NoiseAR-ShapesScene-v0": "scene"}
 # Settings that may differ between a run and its resumption without changing its result.
 RESUMABLE = ("resume", "output_dir", "progress", "checkpoint_every", "keep_checkpoints", "tensorboard")
 
@@ -64,12 +66,13 @@ class RunConfig:
     algo: str = "dpo"
     """The algorithm: nll, dpo, ppo, reinforce (or a third-party one); `--algo NAME --help` shows its options."""
     env: str = SHAPES_ENV
-    """Gymnasium environment id: NoiseAR-Shapes-v0 (offline, CPU), NoiseAR-SDXL-v0, NoiseAR-DreamShaper-v0, NoiseAR-HunyuanDiT-v0."""
+    """Gymnasium environment id: NoiseAR-Shapes-v0 (offline, CPU), NoiseAR-ShapesScene-v0 (the same world; the
+    prior reads the scene's object tokens), NoiseAR-SDXL-v0, NoiseAR-DreamShaper-v0, NoiseAR-HunyuanDiT-v0."""
     reward: str | None = None
     """Reward name or composite spec ("imagereward:1.0,pickscore:0.5"); None: the env's default (Shapes: the verifier)."""
     prior: str | None = None
-    """Prior to start from (a `save_pretrained` folder). None: the shipped NLL-pretrained prior for
-    the Shapes world; a fresh prior for --algo nll."""
+    """Prior to start from (a `save_pretrained` folder). None: the shipped NLL-pretrained prior of
+    the Shapes environments; a fresh prior for --algo nll."""
     data: str | None = None
     """Golden-noise collection (`python -m noisear_rl.collect --out DIR`) for --algo nll."""
     output_dir: Path | None = None
@@ -300,13 +303,13 @@ def _check_resumable(output_dir: Path, record: dict[str, Any]) -> None:
 
 
 def _load_prior(run: RunConfig, algo_config: Any) -> NoiseARPrior | None:
-    """The prior to start from: --prior, else the shipped Shapes prior; None for a fresh nll prior."""
+    """The prior to start from: --prior, else the env's shipped Shapes prior; None for a fresh nll prior."""
     if run.prior is not None:
         return resolve_prior(run.prior)[0]
     if isinstance(algo_config, NLLConfig):
         return None
-    if run.env == SHAPES_ENV:
-        return NoiseARPrior.from_pretrained(str(shipped_shapes_prior_path()))
+    if run.env in SHIPPED_PRIOR_CONDITIONS:
+        return NoiseARPrior.from_pretrained(str(shipped_shapes_prior_path(SHIPPED_PRIOR_CONDITIONS[run.env])))
     raise ValueError(f"--prior is required for {run.env} (a NoiseARPrior.save_pretrained folder)")
 
 
@@ -327,7 +330,7 @@ def _evaluation_pool(run: RunConfig, world: Any) -> list[str]:
     draw from the world's prompts."""
     if run.eval_prompts is not None:
         pool = read_prompt_file(run.eval_prompts)
-    elif run.env == SHAPES_ENV:
+    elif world.backend.world == "shapes":
         pool = prompt_set("eval", "shapes")
     else:
         pool = world.sample_prompts(8 * run.num_eval_prompts, np.random.default_rng(run.eval_seed))

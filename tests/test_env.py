@@ -24,6 +24,7 @@ def image_mean(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
 
 TINY = {
     "NoiseAR-Shapes-v0": dict(num_inference_steps=4),  # the shipped weights and the shapes verifier
+    "NoiseAR-ShapesScene-v0": dict(num_inference_steps=4),  # the same; the condition is the scene's tokens
     "NoiseAR-SDXL-v0": dict(backend="tiny-sdxl", patch_size=4, reward="test-image-mean", num_inference_steps=2),
     "NoiseAR-HunyuanDiT-v0": dict(backend="tiny-hunyuan-dit", patch_size=4, reward="test-image-mean", num_inference_steps=2),
 }

@@ -21,17 +21,19 @@ def make_prior(seed: int = 0, **overrides) -> NoiseARPrior:
 
 
 def randomize_heads(prior: NoiseARPrior, seed: int = 1) -> NoiseARPrior:
-    """Gives the near-zero heads real weights so predictions depend on the input."""
+    """Gives the near-zero heads (and the zero prompt shift) real weights so predictions depend on the input."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for head in (prior.mean_head, prior.logvar_head):
             head[-1].weight.copy_(torch.randn(head[-1].weight.shape, generator=g) * 0.2)
+        if prior.prompt_shift is not None:
+            prior.prompt_shift.out_weight.copy_(torch.randn(prior.prompt_shift.out_weight.shape, generator=g) * 0.2)
     return prior
 
 
-@pytest.fixture
-def prior() -> NoiseARPrior:
-    return randomize_heads(make_prior())
+@pytest.fixture(params=[0, 8], ids=["release", "prompt-shift"])
+def prior(request) -> NoiseARPrior:
+    return randomize_heads(make_prior(prompt_shift_width=request.param))
 
 
 @pytest.fixture
@@ -119,6 +121,31 @@ def test_incremental_interface_drives_an_episode(prior, cond):
     assert torch.allclose(mean[:, 0], prior.start(cond).mean, atol=1e-6)
     with pytest.raises(ValueError, match="already decoded"):
         prior.advance(state, patches[0])
+
+
+def test_zero_initialised_prompt_shift_leaves_the_distribution_unchanged(cond):
+    plain, shifted = make_prior(seed=3), make_prior(seed=3, prompt_shift_width=8)
+    noise = torch.randn(3, 3, 16, 16)
+    assert torch.equal(plain.log_prob(noise, cond), shifted.log_prob(noise, cond))
+    assert torch.equal(
+        plain.sample(cond, generator=torch.Generator().manual_seed(1)),
+        shifted.sample(cond, generator=torch.Generator().manual_seed(1)),
+    )
+
+
+def test_prompt_shift_depends_on_the_prompt_and_not_on_the_noise(cond):
+    plain = make_prior(seed=3)
+    shifted = randomize_heads(make_prior(seed=3, prompt_shift_width=8))
+    randomize_heads(plain)  # the same head weights (same generator draws), no shift
+    noise_a, noise_b = torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16)
+    shift_a = shifted.patch_params(noise_a, cond)[0] - plain.patch_params(noise_a, cond)[0]
+    shift_b = shifted.patch_params(noise_b, cond)[0] - plain.patch_params(noise_b, cond)[0]
+    assert torch.allclose(shift_a, shift_b, atol=1e-5)  # the same for any earlier patches
+    assert shift_a.abs().mean() > 0.01
+    assert not torch.allclose(shift_a[0], shift_a[1], atol=1e-3)  # but not for another prompt
+    assert not torch.allclose(shift_a[:, 0], shift_a[:, 1], atol=1e-3)  # nor for another patch
+    with pytest.raises(ValueError, match="prompt_shift_width"):
+        make_prior(prompt_shift_width=-1)
 
 
 def test_untrained_prior_is_close_to_standard_normal():

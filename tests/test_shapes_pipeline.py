@@ -93,6 +93,22 @@ def test_backend_matches_the_pipeline_and_supports_golden_noise(tiny: ShapesPipe
     assert golden.shape == latents.shape and not torch.equal(golden, latents)
 
 
+def test_scene_condition_exposes_the_bindings_and_draws_the_same_images(tiny: ShapesPipeline) -> None:
+    text, scene = load_backend("shapes", pipe=tiny), load_backend("shapes-scene", pipe=tiny)
+    assert scene.cond_dim == 28 and text.cond_dim == tiny.text_encoder.config.hidden_size
+    cond_text, cond_scene = text.encode(PROMPTS), scene.encode(PROMPTS)
+    assert cond_scene.embeds.shape == (2, 2, 28)
+    assert torch.equal(cond_scene.extras["prompt_embeds"], cond_text.embeds)
+    latents = text.random_latents(2, torch.Generator().manual_seed(4))
+    assert torch.equal(scene.generate(latents, cond_scene), text.generate(latents, cond_text))
+    t = int(text.timesteps()[0])
+    assert torch.equal(scene.predict_noise(latents, t, cond_scene, 2.0), text.predict_noise(latents, t, cond_text, 2.0))
+    with pytest.raises(ValueError, match="unknown word"):
+        scene.encode(["a purple circle on the left"])
+    with pytest.raises(ValueError, match="condition"):
+        ShapesBackend(pipe=tiny, condition="pixels")
+
+
 @pytest.mark.skipif(not (DEFAULT_WEIGHTS / "model_index.json").is_file(), reason="shipped weights not trained yet")
 def test_shipped_weights_load_offline_and_draw_verifiable_shapes() -> None:
     pipe = load_shapes_pipeline(device="cpu")

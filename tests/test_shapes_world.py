@@ -112,3 +112,20 @@ def test_attribute_means_average_the_rows_of_every_prompt_with_the_key() -> None
     assert counts[("red", "left")] == 2 and float(means[("red", "left")]) == 2.0
     assert counts[("circle", "left")] == 1 and float(means[("circle", "left")]) == 1.0
     assert float(means[("blue", "top")]) == 10.0 and ("blue", "left") not in means
+
+
+def test_scene_tokens_state_each_objects_bindings() -> None:
+    from noisear_rl.pipelines.shapes.world import ATTRIBUTE_KEYS, scene_tokens
+
+    tokens = scene_tokens(["a red circle on the left and a blue square on the right", "a green triangle on the top", ""])
+    assert tokens.shape == (3, 2, len(ATTRIBUTE_KEYS)) == (3, 2, 28)
+    on = lambda row, slot: {ATTRIBUTE_KEYS[i] for i in torch.nonzero(tokens[row, slot]).flatten().tolist()}  # noqa: E731
+    assert on(0, 0) == {("red", "left"), ("circle", "left")}
+    assert on(0, 1) == {("blue", "right"), ("square", "right")}
+    assert on(1, 0) == on(1, 1) == {("green", "top"), ("triangle", "top")}  # one object, repeated
+    assert tokens[2].sum() == 0
+    # The same words with the bindings swapped give other tokens.
+    swapped = scene_tokens(["a blue circle on the left and a red square on the right"])
+    assert not torch.equal(swapped[0], tokens[0])
+    with pytest.raises(ValueError, match="unknown word"):
+        scene_tokens(["a red cat on the left"])

@@ -92,6 +92,10 @@ class OptimConfig:
     """Iterations of linear learning-rate warm-up."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm (inf: no clipping)."""
+    trainable: Literal["all", "prompt-shift"] = "all"
+    """Parameters the update changes: "all", or only the prior's prompt shift (needs a prior with
+    `prompt_shift_width > 0`, like the shipped NoiseAR-ShapesScene-v0 prior): a per-patch mean
+    term read from the prompt alone, which cannot fit the earlier patches of each rollout."""
 
 
 @dataclass
@@ -119,7 +123,8 @@ class Algorithm(ABC):
 
     Attributes:
         reference: A frozen copy of the prior at construction, when `uses_reference(config)`.
-        optimizer: Adam(W) over the prior's parameters.
+        optimizer: Adam(W) over the prior's trainable parameters (`config.trainable`; the others
+            get `requires_grad=False`).
         scheduler: Per-iteration learning-rate schedule (warm-up, then constant or cosine).
     """
 
@@ -142,7 +147,9 @@ class Algorithm(ABC):
         self.temperature = temperature
         self.accelerator = accelerator
         self.reference = frozen_copy(prior) if self.uses_reference(config) else None
-        self.optimizer = torch.optim.AdamW(prior.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            select_trainable(prior, config.trainable), lr=config.lr, weight_decay=config.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
     @staticmethod
@@ -244,6 +251,24 @@ class Algorithm(ABC):
             if "reference" not in state:
                 raise KeyError("the checkpoint holds no reference prior, but this algorithm config needs one")
             self.reference.load_state_dict(state["reference"])
+
+
+def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Parameter]:
+    """Turns gradients on for the parameters `trainable` names ("all" or "prompt-shift") and off
+    for the others; returns the trainable ones."""
+    if trainable == "all":
+        prior.requires_grad_(True)
+        return list(prior.parameters())
+    if trainable != "prompt-shift":
+        raise ValueError(f"trainable must be 'all' or 'prompt-shift', got {trainable!r}")
+    if prior.prompt_shift is None:
+        raise ValueError(
+            "trainable='prompt-shift' needs a prior with a prompt shift (prompt_shift_width > 0), such as the "
+            "shipped prior of NoiseAR-ShapesScene-v0 (--env NoiseAR-ShapesScene-v0); this prior has none"
+        )
+    prior.requires_grad_(False)
+    prior.prompt_shift.requires_grad_(True)
+    return list(prior.prompt_shift.parameters())
 
 
 def frozen_copy(prior: NoiseARPrior) -> NoiseARPrior:

@@ -48,6 +48,8 @@ class NLLConfig(OptimConfig):
     """New prior: dropout (active in training only)."""
     residual_style: ResidualStyle = "pre_norm"
     """New prior: "pre_norm" or "release" (the public checkpoint's post-norm-like order)."""
+    prompt_shift_width: int = 0
+    """New prior: width of its prompt-shift pathway (a per-patch mean term read from the prompt alone; 0: none)."""
 
 
 def build_prior(config: NLLConfig, latent_shape: tuple[int, int, int], cond_dim: int) -> NoiseARPrior:
@@ -57,6 +59,7 @@ def build_prior(config: NLLConfig, latent_shape: tuple[int, int, int], cond_dim:
         latent_channels=channels, latent_height=height, latent_width=width, patch_size=config.patch_size,
         cond_dim=cond_dim, d_model=config.d_model, d_ff=config.d_ff, n_heads=config.n_heads,
         n_layers=config.n_layers, dropout=config.dropout, residual_style=config.residual_style,
+        prompt_shift_width=config.prompt_shift_width,
     )
 
 

@@ -1,10 +1,12 @@
 """REINFORCE: the score-function policy gradient with a baseline.
 
 Each iteration: K rollouts per prompt; the advantage of a rollout is its reward minus a baseline
-(the mean reward of the prompt's other rollouts, RLOO, or the batch mean); then one pass over the
+(the mean reward of the prompt's other rollouts, RLOO, or the batch mean); then a pass over the
 batch in minibatches, one gradient step on -mean(advantage x log-prob of the whole noise) each.
-Each rollout is used once (no importance ratios, no clipping: that is PPO). An optional
-closed-form KL(prior || reference) term gives the update a trust region and a fixed point.
+By default each rollout is used once (no importance ratios, no clipping: that is PPO). An
+optional closed-form KL(prior || reference) term gives the update a trust region and a fixed
+point; with it, several epochs over a batch fit the advantage-weighted objective on it (the
+way `benchmarks/rl_headroom.py` fits its shifts).
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ class ReinforceConfig(RolloutConfig):
     normalize: bool = True
     """Divide advantages by their batch std (a per-batch step size that ignores the reward's scale)."""
     minibatch_size: int = 64
-    """Rollouts per optimizer step (one pass over the batch per iteration)."""
+    """Rollouts per optimizer step."""
+    epochs: int = 1
+    """Passes over each batch. 1 is the on-policy estimator; more reuse the rollouts without
+    importance ratios, which is sound only while the prior stays near the one that sampled them
+    (use it with `kl_coef`)."""
     kl_coef: float = 0.0
     """Weight of the closed-form KL(prior || frozen reference) of each rollout's patch Gaussians,
     summed over the noise like the log-probs (0: none, no reference kept). The policy gradient
@@ -62,23 +68,27 @@ class Reinforce(Algorithm):
         if config.normalize:
             advantages = advantages / (advantages.std(unbiased=False) + 1e-6)
 
-        # 2. One pass over the batch: a gradient step per minibatch of whole-noise log-probs
+        # 2. The reference's patch Gaussians (for the KL term) are fixed for the batch.
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_mean, ref_logvar = self.reference.patch_params(batch.noise, batch.cond.embeds)
+
+        # 3. Passes over the batch: a gradient step per minibatch of whole-noise log-probs
         #    (+ the KL to the reference).
         metrics = MetricMeans()
-        for idx in self.minibatches(len(batch), config.minibatch_size):
-            if len(idx) == 0:  # this process has no rollouts for this step; the others may
-                self.optimizer_step(None, 0)
-                continue
-            logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx])
-            terms = reinforce_loss(logp, advantages[idx])
-            loss = terms.loss
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref_params = self.reference.patch_params(batch.noise[idx], batch.cond[idx].embeds)
-                kl = kl_per_noise(params, ref_params, self.temperature).mean()
-                loss = loss + config.kl_coef * kl
-                metrics.add(kl_to_reference=kl)
-            grad_norm = self.optimizer_step(loss, len(idx))
-            metrics.add(loss=loss, policy_loss=terms.loss, logp=logp.mean(), grad_norm=grad_norm)
+        for _ in range(config.epochs):
+            for idx in self.minibatches(len(batch), config.minibatch_size):
+                if len(idx) == 0:  # this process has no rollouts for this step; the others may
+                    self.optimizer_step(None, 0)
+                    continue
+                logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx])
+                terms = reinforce_loss(logp, advantages[idx])
+                loss = terms.loss
+                if self.reference is not None:
+                    kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean()
+                    loss = loss + config.kl_coef * kl
+                    metrics.add(kl_to_reference=kl)
+                grad_norm = self.optimizer_step(loss, len(idx))
+                metrics.add(loss=loss, policy_loss=terms.loss, logp=logp.mean(), grad_norm=grad_norm)
         self.step_schedule()
         return {**metrics.means(), "advantage_std": float(advantages.std())}

@@ -14,6 +14,8 @@ from noisear_rl.pipelines.base import DiffusionBackend
 # name -> "module:attribute" of a DiffusionBackend class or a factory function returning one.
 BACKENDS: dict[str, str] = {
     "shapes": "noisear_rl.pipelines.shapes:ShapesBackend",
+    # The same world; the prior reads the scene's object tokens instead of the text states.
+    "shapes-scene": "noisear_rl.pipelines.shapes.backend:shapes_scene_backend",
     "sdxl": "noisear_rl.pipelines.sdxl:SDXLBackend",
     "dreamshaper": "noisear_rl.pipelines.sdxl:DreamShaperBackend",
     "hunyuan-dit": "noisear_rl.pipelines.hunyuan:HunyuanDiTBackend",
@@ -32,12 +34,12 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
     """Builds the backend registered as `name`.
 
     Args:
-        name: One of `list_backends()` ("shapes", "sdxl", "dreamshaper", "hunyuan-dit",
+        name: One of `list_backends()` ("shapes", "shapes-scene", "sdxl", "dreamshaper", "hunyuan-dit",
             "tiny-sdxl", "tiny-hunyuan-dit"), or an already-built backend, returned as is.
         **kwargs: Passed to the backend's constructor: `model` (hub id or local folder),
             `device`, `dtype`, `num_inference_steps`, `guidance_scale`, ... A None value means
             the backend's own default (so CLI options left unset can be passed as they are).
-            For "shapes", `model` is passed on as the Shapes world's `model_path`.
+            For "shapes" and "shapes-scene", `model` is passed on as the Shapes world's `model_path`.
 
     Raises:
         KeyError: Unknown name; the message lists the valid names.
@@ -49,7 +51,7 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         return name
     if name not in BACKENDS:
         raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
-    if name == "shapes" and "model" in kwargs:
+    if name in ("shapes", "shapes-scene") and "model" in kwargs:
         kwargs["model_path"] = kwargs.pop("model")
     module_name, attribute = BACKENDS[name].split(":")
     factory = getattr(importlib.import_module(module_name), attribute)

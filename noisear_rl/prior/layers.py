@@ -121,3 +121,41 @@ class DecoderLayer(nn.Module):
         x = self._residual(x, self.cross_attn_norm, cross_attention)
         x = self._residual(x, self.ffn_norm, self.ffn)
         return x, new_kv
+
+
+class PromptShift(nn.Module):
+    """A per-patch shift of the predicted mean that depends on the prompt alone.
+
+    A learned query per patch cross-attends to the condition tokens, and one output map per patch
+    turns what it read into that patch's shift. Unlike the decoder's own cross-attention, whose
+    queries come from the earlier patches, its output does not depend on the noise decoded so far,
+    so an update from rollouts can only learn what the prompt asks for, not fit each rollout's
+    own noise. The output maps start at zero: adding the pathway leaves the prior's distribution
+    unchanged.
+
+    Args:
+        num_patches: T, the number of patches.
+        cond_dim: Width of the condition tokens it reads (the prior's raw condition).
+        width: Width of the queries, keys and values.
+        patch_dim: Elements of one patch (the shift's width).
+    """
+
+    def __init__(self, num_patches: int, cond_dim: int, width: int, patch_dim: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(num_patches, width) * 0.5)
+        self.key = nn.Linear(cond_dim, width)
+        self.value = nn.Linear(cond_dim, width)
+        self.out_weight = nn.Parameter(torch.zeros(num_patches, width, patch_dim))
+        self.out_bias = nn.Parameter(torch.zeros(num_patches, patch_dim))
+
+    def forward(self, cond_BLC: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The mean shift of every patch [B, T, patch_dim] for condition tokens [B, L, cond_dim].
+
+        `mask`: [B, 1, 1, L] bool, True where a condition token is valid, or None.
+        """
+        keys, values = self.key(cond_BLC), self.value(cond_BLC)
+        scores = torch.einsum("tw,blw->btl", self.query, keys) / keys.shape[-1] ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, 0], float("-inf"))
+        read = torch.einsum("btl,blw->btw", scores.softmax(-1), values)
+        return torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias

@@ -10,7 +10,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from noisear_rl.prior.gaussian import gaussian_log_prob, sample_gaussian
-from noisear_rl.prior.layers import DecoderLayer, ResidualStyle
+from noisear_rl.prior.layers import DecoderLayer, PromptShift, ResidualStyle
 from noisear_rl.prior.patching import num_patches, patchify, sinusoidal_positions, unpatchify
 
 
@@ -25,6 +25,8 @@ class DecodeState:
         num_done: Patches appended so far.
         mean: [B, patch_dim] mean of the next patch (None once every patch is appended).
         logvar: [B, patch_dim] log-variance of the next patch (None once done).
+        mean_shift: [B, T, patch_dim] the prompt shift of every patch's mean (computed once per
+            episode), or None for a prior without one.
     """
 
     cross_kv: tuple[tuple[Tensor, Tensor], ...]
@@ -33,6 +35,7 @@ class DecodeState:
     num_done: int
     mean: Tensor | None
     logvar: Tensor | None
+    mean_shift: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -48,6 +51,11 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
     log-variance heads. The heads' last layers start near zero, so an untrained prior is close to
     N(0, I). Defaults match the public NoiseAR release for SDXL.
 
+    With `prompt_shift_width > 0` the mean of every patch also gets a `PromptShift`: a term read
+    from the condition by a learned query per patch, which depends on the prompt and the patch's
+    position only (not on the earlier patches). It starts at zero; RL can update it alone
+    (`trainable="prompt-shift"` in the rollout algorithms).
+
     Args:
         latent_channels: C of the initial latent.
         latent_height: H of the initial latent.
@@ -61,6 +69,7 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         dropout: Dropout in attention and feed-forward blocks (training only).
         residual_style: "release" (`x = norm(x); x = f(x) + x`, as the public release) or "pre_norm".
         head_init_scale: The heads' last layers start uniform in [-scale, scale] with zero bias.
+        prompt_shift_width: Width of the prompt-shift pathway (0: none, as the public release).
     """
 
     @register_to_config
@@ -78,6 +87,7 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         dropout: float = 0.15,
         residual_style: ResidualStyle = "release",
         head_init_scale: float = 1e-3,
+        prompt_shift_width: int = 0,
     ) -> None:
         super().__init__()
         if latent_height % patch_size or latent_width % patch_size:
@@ -98,6 +108,9 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         self.mean_head = self._head(d_model, patch_dim, head_init_scale)
         self.logvar_head = self._head(d_model, patch_dim, head_init_scale)
         n = num_patches(latent_height, latent_width, patch_size)
+        if prompt_shift_width < 0:
+            raise ValueError(f"prompt_shift_width must be >= 0, got {prompt_shift_width}")
+        self.prompt_shift = PromptShift(n, cond_dim, prompt_shift_width, patch_dim) if prompt_shift_width else None
         self.register_buffer("positions", sinusoidal_positions(n + 1, d_model), persistent=False)
 
     @staticmethod
@@ -153,11 +166,17 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
             raise ValueError("noise contains NaN or inf")
 
     # -------------------------------------------------------------------------------- internals
-    def _encode_cond(self, cond: Tensor, cond_mask: Tensor | None) -> tuple[tuple[tuple[Tensor, Tensor], ...], Tensor | None]:
-        cond = self.cond_proj(cond.to(self.dtype))
-        cross_kv = tuple(layer.cross_attn.project_key_value(cond) for layer in self.layers)
+    def _encode_cond(
+        self, cond: Tensor, cond_mask: Tensor | None
+    ) -> tuple[tuple[tuple[Tensor, Tensor], ...], Tensor | None, Tensor | None]:
+        """The condition's keys/values per layer, its attention mask, and the prompt shift
+        [B, T, D] of every patch's mean (None without the pathway)."""
+        cond = cond.to(self.dtype)
         mask = None if cond_mask is None else cond_mask.bool()[:, None, None, :]
-        return cross_kv, mask
+        mean_shift = None if self.prompt_shift is None else self.prompt_shift(cond, mask)
+        projected = self.cond_proj(cond)
+        cross_kv = tuple(layer.cross_attn.project_key_value(projected) for layer in self.layers)
+        return cross_kv, mask, mean_shift
 
     def _tokens(self, patches_BtD: Tensor, start_position: int) -> Tensor:
         """Input tokens for positions start_position.. : embeddings of the given patches (which
@@ -188,9 +207,9 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         self._check_cond(cond, cond_mask, noise.shape[0])
         patches = self.patchify(noise)
         x = torch.cat([self._start_tokens(noise.shape[0]), self._tokens(patches[:, :-1], 1)], dim=1)
-        cross_kv, mask = self._encode_cond(cond, cond_mask)
+        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask)
         mean, logvar, _ = self._run(x, cross_kv, mask, None)
-        return mean, logvar
+        return (mean if mean_shift is None else mean + mean_shift), logvar
 
     def forward(self, noise: Tensor, cond: Tensor, cond_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Teacher-forced per-element mean and (unclamped) log-variance, both [B, C, H, W]."""
@@ -242,9 +261,9 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
     def start(self, cond: Tensor, cond_mask: Tensor | None = None) -> DecodeState:
         """Begins decoding: encodes the condition once and predicts the first patch's Gaussian."""
         self._check_cond(cond, cond_mask)
-        cross_kv, mask = self._encode_cond(cond, cond_mask)
+        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask)
         mean, logvar, self_kv = self._run(self._start_tokens(cond.shape[0]), cross_kv, mask, None)
-        return DecodeState(cross_kv, mask, self_kv, 0, mean[:, -1], logvar[:, -1])
+        return DecodeState(cross_kv, mask, self_kv, 0, _shifted(mean[:, -1], mean_shift, 0), logvar[:, -1], mean_shift)
 
     def advance(self, state: DecodeState, patch_BD: Tensor) -> DecodeState:
         """Appends the chosen patch [B, C*p*p]; returns the state holding the next patch's Gaussian.
@@ -262,14 +281,15 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
             return replace(state, num_done=num_done, mean=None, logvar=None)
         x = self._tokens(patch_BD[:, None, :], num_done)
         mean, logvar, self_kv = self._run(x, state.cross_kv, state.cross_mask, state.self_kv)
-        return DecodeState(state.cross_kv, state.cross_mask, self_kv, num_done, mean[:, -1], logvar[:, -1])
+        mean = _shifted(mean[:, -1], state.mean_shift, num_done)
+        return DecodeState(state.cross_kv, state.cross_mask, self_kv, num_done, mean, logvar[:, -1], state.mean_shift)
 
     def _next_params_recomputed(self, patches_BtD: Tensor, cond: Tensor, cond_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """The next patch's Gaussian from a full causal pass over the prefix (no cache)."""
         x = torch.cat([self._start_tokens(cond.shape[0]), self._tokens(patches_BtD, 1)], dim=1)
-        cross_kv, mask = self._encode_cond(cond, cond_mask)
+        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask)
         mean, logvar, _ = self._run(x, cross_kv, mask, None)
-        return mean[:, -1], logvar[:, -1]
+        return _shifted(mean[:, -1], mean_shift, patches_BtD.shape[1]), logvar[:, -1]
 
     @torch.no_grad()
     def sample(
@@ -322,3 +342,8 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         from noisear_rl.prior.release import load_release_checkpoint
 
         return load_release_checkpoint(cls, path, **config)
+
+
+def _shifted(mean_BD: Tensor, mean_shift_BTD: Tensor | None, patch: int) -> Tensor:
+    """The mean of patch `patch` plus its prompt shift (when the prior has one)."""
+    return mean_BD if mean_shift_BTD is None else mean_BD + mean_shift_BTD[:, patch]

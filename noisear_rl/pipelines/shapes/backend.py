@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.pipelines.shapes.pipeline import ShapesPipeline, load_shapes_pipeline
+from noisear_rl.pipelines.shapes.world import ATTRIBUTE_KEYS, scene_tokens
 from noisear_rl.pipelines.vp import to_epsilon
 
 
 class ShapesBackend(DiffusionBackend):
-    """The Shapes world's pipeline as a backend: condition = text-encoder hidden states.
+    """The Shapes world's pipeline as a backend.
 
-    `Condition.embeds` are the prompt's hidden states [B, 16, D]; `extras["negative_embeds"]`
-    those of the empty prompt (the unconditional branch). Latents are pixel-space [B, 3, 32, 32]
-    and unit-variance (the DDIM scheduler's `init_noise_sigma` is 1).
+    With `condition="text"`, `Condition.embeds` (what a prior reads) are the prompt's text-encoder
+    hidden states [B, 16, D]. With `condition="scene"` they are the scene's object tokens
+    [B, 2, 28] (`scene_tokens`: each object's (colour, position) and (shape, position) one-hots),
+    and the hidden states the pipeline needs move to `extras["prompt_embeds"]`; the images are
+    the same. `extras["negative_embeds"]` holds those of the empty prompt (the unconditional
+    branch). Latents are pixel-space [B, 3, 32, 32] and unit-variance (the DDIM scheduler's
+    `init_noise_sigma` is 1).
 
     Args:
         device: Where the pipeline runs.
@@ -28,6 +34,7 @@ class ShapesBackend(DiffusionBackend):
         batch_size: Largest batch sent through the pipeline at once.
         pipe: An already-built pipeline (tests: `build_tiny_shapes_pipeline()`); `model_path`
             is then ignored.
+        condition: What `Condition.embeds` holds: "text" (hidden states) or "scene" (object tokens).
     """
 
     world = "shapes"
@@ -41,7 +48,10 @@ class ShapesBackend(DiffusionBackend):
         model_path: str | os.PathLike[str] | None = None,
         batch_size: int = 256,
         pipe: ShapesPipeline | None = None,
+        condition: Literal["text", "scene"] = "text",
     ) -> None:
+        if condition not in ("text", "scene"):
+            raise ValueError(f"condition must be 'text' or 'scene', got {condition!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         pipe = pipe if pipe is not None else load_shapes_pipeline(device, model_path, dtype)
@@ -53,18 +63,27 @@ class ShapesBackend(DiffusionBackend):
         self.guidance_scale = pipe.config.default_guidance_scale if guidance_scale is None else guidance_scale
         self.batch_size = batch_size
         self.latent_shape = pipe.latent_shape
+        self.condition = condition
 
     @property
     def cond_dim(self) -> int:
-        return int(self.pipe.text_encoder.config.hidden_size)
+        return len(ATTRIBUTE_KEYS) if self.condition == "scene" else int(self.pipe.text_encoder.config.hidden_size)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Condition:
-        """Hidden states of the prompts and of the empty prompt; unknown words raise a ValueError."""
+        """Hidden states of the prompts and of the empty prompt (and the scene tokens with
+        `condition="scene"`); unknown words raise a ValueError."""
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise TypeError("prompts must be a list of strings")
         embeds, negative = self.pipe.encode_prompt(list(prompts), self.device, do_classifier_free_guidance=True)
-        return Condition(embeds.float(), {"negative_embeds": negative.float()})
+        if self.condition == "text":
+            return Condition(embeds.float(), {"negative_embeds": negative.float()})
+        tokens = scene_tokens(prompts).to(self.device)
+        return Condition(tokens, {"prompt_embeds": embeds.float(), "negative_embeds": negative.float()})
+
+    def _prompt_embeds(self, cond: Condition) -> Tensor:
+        """The text-encoder hidden states the pipeline denoises with."""
+        return cond.extras["prompt_embeds"] if self.condition == "scene" else cond.embeds
 
     @torch.no_grad()
     def generate(self, latents: Tensor, cond: Condition, generator: torch.Generator | None = None) -> Tensor:
@@ -73,7 +92,7 @@ class ShapesBackend(DiffusionBackend):
         for start in range(0, latents.shape[0], self.batch_size):
             part = cond[start : start + self.batch_size].to(self.device)
             output = self.pipe(
-                prompt_embeds=part.embeds,
+                prompt_embeds=self._prompt_embeds(part),
                 negative_prompt_embeds=part.extras["negative_embeds"],
                 latents=latents[start : start + self.batch_size],
                 num_inference_steps=self.num_inference_steps,
@@ -89,5 +108,10 @@ class ShapesBackend(DiffusionBackend):
         timestep = int(timestep)
         x = latents.to(self.device, torch.float32)
         cond = cond.to(self.device)
-        output = self.pipe.model_output(x, timestep, cond.embeds, cond.extras["negative_embeds"], guidance_scale)
+        output = self.pipe.model_output(x, timestep, self._prompt_embeds(cond), cond.extras["negative_embeds"], guidance_scale)
         return to_epsilon(output, x, self.alphas_cumprod[timestep], self.pipe.scheduler.config.prediction_type)
+
+
+def shapes_scene_backend(**kwargs: Any) -> ShapesBackend:
+    """The Shapes backend whose prior condition is the scene's object tokens ("shapes-scene")."""
+    return ShapesBackend(condition="scene", **kwargs)

@@ -32,6 +32,9 @@ POSITIONS: dict[str, tuple[float, float]] = {  # (dx, dy) of the object's centre
     "bottom": (0.0, 8.0),
 }
 OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+ATTRIBUTE_KEYS: tuple[tuple[str, str], ...] = tuple((a, p) for a in (*COLOURS, *SHAPES) for p in POSITIONS)
+"""Every (colour, position) and (shape, position): what an object binds to a place (`attribute_keys`)."""
+MAX_OBJECTS = 2
 FILLER_WORDS: tuple[str, ...] = ("a", "on", "the", "and")
 VOCABULARY: tuple[str, ...] = (*FILLER_WORDS, *COLOURS, *SHAPES, *POSITIONS)
 
@@ -108,6 +111,31 @@ def attribute_keys(prompt: str) -> list[tuple[str, str]]:
     """The (colour, position) and (shape, position) of every object `prompt` asks for: what a
     noise prior must bind to a place in the image (the RL analyses group noises by these)."""
     return [key for obj in parse_prompt(prompt) for key in ((obj.colour, obj.position), (obj.shape, obj.position))]
+
+
+def scene_tokens(prompts: Sequence[str]) -> Tensor:
+    """One token per requested object that states its bindings: [B, 2, 28] float.
+
+    Token j holds the one-hots, among `ATTRIBUTE_KEYS`, of object j's (colour, position) and
+    (shape, position). A one-object prompt repeats its object (attention over two equal tokens
+    reads what it reads from one), so every prompt has two tokens; the empty prompt has zeros.
+    This is the Shapes backend's `condition="scene"`: a condition from which the bindings can be
+    read, which the text encoder's states do not expose (`benchmarks/condition_probe.py`).
+
+    Raises:
+        ValueError: A prompt `parse_prompt` rejects (unknown word, incomplete clause).
+    """
+    index = {key: i for i, key in enumerate(ATTRIBUTE_KEYS)}
+    tokens = torch.zeros(len(prompts), MAX_OBJECTS, len(ATTRIBUTE_KEYS))
+    for row, prompt in enumerate(prompts):
+        objects = parse_prompt(prompt)
+        if len(objects) > MAX_OBJECTS:
+            raise ValueError(f"a Shapes prompt asks for at most {MAX_OBJECTS} objects, got {len(objects)} in {prompt!r}")
+        for slot in range(MAX_OBJECTS if objects else 0):
+            obj = objects[min(slot, len(objects) - 1)]
+            tokens[row, slot, index[(obj.colour, obj.position)]] = 1.0
+            tokens[row, slot, index[(obj.shape, obj.position)]] = 1.0
+    return tokens
 
 
 def attribute_means(values: Tensor, prompts: Sequence[str]) -> tuple[dict[tuple[str, str], Tensor], dict[tuple[str, str], int]]:
