@@ -229,6 +229,7 @@ def test_reinforce_kl_term_has_no_gradient_at_the_reference():
     [
         ("dpo", {"score_gap": 0.0, "lr": 3e-3, "epochs": 30}, 1),
         ("reinforce", {"lr": 3e-3, "minibatch_size": 4}, 10),
+        ("ppo", {"lr": 3e-3, "minibatch_size": 4, "clip_range": 10.0}, 10),
     ],
 )
 def test_kl_term_holds_the_prior_near_the_reference(name, overrides, updates):

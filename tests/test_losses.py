@@ -10,7 +10,6 @@ import torch
 from noisear_rl.algorithms.losses import (
     best_worst_pairs,
     dpo_loss,
-    kl_penalty,
     leave_one_out_advantages,
     per_prompt_normalize,
     ppo_clip_loss,
@@ -64,13 +63,6 @@ def test_ppo_clip_loss_broadcasts_episode_advantages_over_patches():
     assert terms.loss.item() == pytest.approx(-(2.0 - 1.0) / 2)
     with pytest.raises(ValueError, match="advantages"):
         ppo_clip_loss(new, new, t(1.0, 2.0, 3.0), clip_range=0.2)
-
-
-def test_kl_penalty_by_hand():
-    assert kl_penalty(t(0.0), t(0.0)).item() == 0.0
-    assert kl_penalty(t(0.0), t(-1.0)).item() == pytest.approx(math.exp(-1) + 1 - 1)
-    assert kl_penalty(t(0.0), t(1.0)).item() == pytest.approx(math.e - 1 - 1)
-    assert torch.isfinite(kl_penalty(t(-1e4), t(0.0)))  # clamped, no overflow
 
 
 def test_reinforce_loss_by_hand():

@@ -29,11 +29,12 @@ def backend() -> ShapesBackend:
     return ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=2)
 
 
-def tiny_prior(cond_dim: int, seed: int = 0) -> NoiseARPrior:
+def tiny_prior(cond_dim: int, seed: int = 0, prompt_shift_width: int = 0) -> NoiseARPrior:
     torch.manual_seed(seed)
     return NoiseARPrior(
         latent_channels=3, latent_height=32, latent_width=32, patch_size=8,
         cond_dim=cond_dim, d_model=32, d_ff=64, n_heads=2, n_layers=1, dropout=0.1,
+        prompt_shift_width=prompt_shift_width,
     )
 
 
@@ -114,6 +115,20 @@ def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tm
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), prior.state_dict().values()))
 
 
+def test_scene_world_trains_the_prompt_shift_alone(tmp_path):
+    backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=2, condition="scene")
+    run, algo = configs("reinforce", tmp_path / "run", env="NoiseAR-ShapesScene-v0")
+    algo.trainable, algo.lr = "prompt-shift", 1e-2
+    prior = tiny_prior(backend.cond_dim, prompt_shift_width=8)
+    before = {name: p.detach().clone() for name, p in prior.named_parameters()}
+    summary = train(run, algo, backend=backend, prior=prior)
+    changed = {name for name, p in prior.named_parameters() if not torch.equal(before[name], p)}
+    assert changed and all(name.startswith("prompt_shift.") for name in changed), changed
+    assert summary["heldout_prompts"] == 4  # from the Shapes world's evaluation set
+    reloaded = NoiseARPrior.from_pretrained(str(tmp_path / "run" / "prior"))
+    assert torch.equal(reloaded.prompt_shift.out_weight, prior.prompt_shift.out_weight)
+
+
 @pytest.mark.parametrize("name", ["ppo", "nll"])
 def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(backend, golden_dir, tmp_path, name):
     _, straight = run_training(backend, name, tmp_path / "straight", golden_dir, iterations=3)
@@ -173,12 +188,16 @@ def test_shipped_prior_missing_names_the_command(monkeypatch, tmp_path):
         train_module._load_prior(RunConfig(), get_algorithm("dpo").config_class())
 
 
-def test_shipped_prior_fits_the_shipped_shapes_world():
+@pytest.mark.parametrize(("env", "cond_dim", "prompt_shift_width"), [
+    ("NoiseAR-Shapes-v0", 64, 0),  # the shipped Shapes text encoder's width
+    ("NoiseAR-ShapesScene-v0", 28, 64),  # the scene's object tokens, and a prompt shift to train
+])
+def test_shipped_priors_fit_the_shipped_shapes_world(env, cond_dim, prompt_shift_width):
     import noisear_rl.train as train_module
 
-    prior = train_module._load_prior(RunConfig(), get_algorithm("dpo").config_class())
+    prior = train_module._load_prior(RunConfig(env=env), get_algorithm("dpo").config_class())
     assert tuple(prior.latent_shape) == (3, 32, 32) and prior.config.patch_size == 8
-    assert prior.config.cond_dim == 64  # the shipped Shapes text encoder's width
+    assert prior.config.cond_dim == cond_dim and prior.config.prompt_shift_width == prompt_shift_width
     assert sum(p.numel() for p in prior.parameters()) < 2_000_000
 
 

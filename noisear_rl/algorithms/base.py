@@ -162,15 +162,14 @@ class Algorithm(ABC):
         """One iteration of optimisation on `batch`; returns metrics to log (floats)."""
 
     # --------------------------------------------------------------------------------- helpers
-    def log_prob(self, model: NoiseARPrior, noise: Tensor, cond: Condition, per_patch: bool = True) -> Tensor:
-        """Log-probs of `noise` under `model` at the policy's temperature: [B, T] or [B]."""
-        return model.log_prob(noise, cond.embeds, per_patch=per_patch, temperature=self.temperature)
-
-    def log_prob_and_params(self, model: NoiseARPrior, noise: Tensor, cond: Condition) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Whole-noise log-probs [B] at the policy's temperature, and the teacher-forced patch
-        Gaussians (mean, logvar) [B, T, D] they come from, in one forward pass."""
+    def log_prob_and_params(
+        self, model: NoiseARPrior, noise: Tensor, cond: Condition, per_patch: bool = False
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Log-probs at the policy's temperature, of whole noises [B] (or per patch [B, T]), and
+        the teacher-forced patch Gaussians (mean, logvar) [B, T, D] they come from, in one pass."""
         mean, logvar = model.patch_params(noise, cond.embeds)
-        return model.patch_log_prob(noise, mean, logvar, self.temperature).sum(-1), (mean, logvar)
+        logp = model.patch_log_prob(noise, mean, logvar, self.temperature)
+        return (logp if per_patch else logp.sum(-1)), (mean, logvar)
 
     def minibatches(self, num_items: int, minibatch_size: int) -> list[Tensor]:
         """Shuffled index chunks of `num_items` local items (torch's global RNG, which the training

@@ -101,14 +101,6 @@ def ppo_clip_loss(new_logp: Tensor, old_logp: Tensor, advantages: Tensor, clip_r
     )
 
 
-def kl_penalty(logp: Tensor, ref_logp: Tensor, max_log_ratio: float = 20.0) -> Tensor:
-    """Per-element estimate of KL(policy || reference) at samples of the policy (Schulman's k3):
-    exp(ref - logp) - (ref - logp) - 1, non-negative, with a gradient that pulls toward the
-    reference. The log-ratio is clamped to +-`max_log_ratio` so a drifted policy cannot overflow."""
-    log_ratio = (ref_logp - logp).clamp(-max_log_ratio, max_log_ratio)
-    return torch.exp(log_ratio) - log_ratio - 1.0
-
-
 def kl_per_noise(params: tuple[Tensor, Tensor], ref_params: tuple[Tensor, Tensor], temperature: float = 1.0) -> Tensor:
     """Closed-form KL(policy || reference) of each noise's patch Gaussians, summed over patches and
     elements: [B]. `params` and `ref_params` are (mean, logvar) [B, T, D] at the same noises."""

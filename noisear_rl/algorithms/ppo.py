@@ -3,7 +3,7 @@
 Each iteration: K rollouts per prompt; advantages are the rewards z-scored within each prompt's
 group (the reward arrives only at the end, so every patch of an episode shares its advantage);
 then several epochs of minibatch steps on the clipped surrogate of the per-patch (or per-episode)
-probability ratios, optionally with a KL penalty to the frozen reference prior.
+probability ratios, optionally with the closed-form KL to the frozen reference prior.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
-from noisear_rl.algorithms.losses import kl_penalty, per_prompt_normalize, ppo_clip_loss
+from noisear_rl.algorithms.losses import kl_per_noise, per_prompt_normalize, ppo_clip_loss
 from noisear_rl.envs.rollout import RolloutBatch
 
 
@@ -32,7 +32,9 @@ class PPOConfig(RolloutConfig):
     advantage_clip: float = 5.0
     """Advantages are clipped to +-this after normalisation."""
     kl_coef: float = 0.0
-    """Weight of the KL penalty to the frozen reference prior (0: none, no reference kept)."""
+    """Weight of the closed-form KL(prior || frozen reference) of the rollouts' patch Gaussians,
+    per ratio like the surrogate (per patch with `per_patch`, else per noise); 0: none, no
+    reference kept. Unlike a sample estimate it pulls back at any distance."""
 
 
 @register_algorithm("ppo")
@@ -56,7 +58,8 @@ class PPO(Algorithm):
         old_logp = (batch.log_probs if config.per_patch else batch.log_probs.sum(1)).detach()
         if self.reference is not None:
             with torch.no_grad():
-                ref_logp = self.log_prob(self.reference, batch.noise, batch.cond, per_patch=config.per_patch)
+                ref_mean, ref_logvar = self.reference.patch_params(batch.noise, batch.cond.embeds)
+        ratios_per_noise = self.prior.num_patches if config.per_patch else 1
 
         # 2. Epochs of minibatch steps on the clipped surrogate (+ KL to the reference).
         metrics = MetricMeans()
@@ -65,11 +68,13 @@ class PPO(Algorithm):
                 if len(idx) == 0:  # this process has no rollouts for this step; the others may
                     self.optimizer_step(None, 0)
                     continue
-                new_logp = self.log_prob(self.prior, batch.noise[idx], batch.cond[idx], per_patch=config.per_patch)
+                new_logp, params = self.log_prob_and_params(
+                    self.prior, batch.noise[idx], batch.cond[idx], per_patch=config.per_patch
+                )
                 terms = ppo_clip_loss(new_logp, old_logp[idx], advantages[idx], config.clip_range)
                 loss = terms.loss
                 if self.reference is not None:
-                    kl = kl_penalty(new_logp, ref_logp[idx]).mean()
+                    kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean() / ratios_per_noise
                     loss = loss + config.kl_coef * kl
                     metrics.add(kl_to_reference=kl)
                 grad_norm = self.optimizer_step(loss, len(idx))

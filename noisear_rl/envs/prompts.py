@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from noisear_rl.pipelines.factory import SHAPES_BACKENDS
+
 PromptSource = Callable[[int, np.random.Generator], list[str]]
 
 
@@ -66,14 +68,14 @@ def prompt_set(spec: str | Path, backend_name: str) -> list[str]:
             evaluation set (`training_prompts()`); anything else: a prompt file (`read_prompt_file`).
         backend_name: The backend the prompts are for.
     """
-    if spec == "eval" and backend_name == "shapes":
+    if spec == "eval" and backend_name in SHAPES_BACKENDS:
         from noisear_rl.pipelines.shapes import evaluation_prompts
 
         return evaluation_prompts()
     if spec == "eval":
         return default_prompts()
     if spec == "train":
-        if backend_name != "shapes":
+        if backend_name not in SHAPES_BACKENDS:
             raise ValueError(f"'train' is the Shapes world's training prompt set; backend {backend_name!r} needs a prompt file")
         from noisear_rl.pipelines.shapes import training_prompts
 

@@ -24,6 +24,9 @@ BACKENDS: dict[str, str] = {
     "tiny-hunyuan-dit": "noisear_rl.pipelines.tiny:tiny_hunyuan_backend",
 }
 
+SHAPES_BACKENDS = ("shapes", "shapes-scene")
+"""The backends of the embedded Shapes world (its prompts, verifier and weights)."""
+
 
 def list_backends() -> list[str]:
     """The names `load_backend` accepts."""
@@ -51,7 +54,7 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         return name
     if name not in BACKENDS:
         raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
-    if name in ("shapes", "shapes-scene") and "model" in kwargs:
+    if name in SHAPES_BACKENDS and "model" in kwargs:
         kwargs["model_path"] = kwargs.pop("model")
     module_name, attribute = BACKENDS[name].split(":")
     factory = getattr(importlib.import_module(module_name), attribute)
