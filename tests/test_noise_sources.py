@@ -220,6 +220,15 @@ def test_noisear_samples_the_prior_with_the_generator(backend: ToyBackend, tmp_p
 
 
 # ------------------------------------------------------------------------------ golden (NPNet)
+@pytest.mark.parametrize(("condition", "cond_dim"), [("text", 64), ("scene", 28)])
+def test_noisear_without_a_path_takes_the_shipped_prior_of_the_shapes_condition(condition, cond_dim) -> None:
+    from noisear_rl.pipelines.shapes import ShapesBackend
+
+    backend = ShapesBackend(condition=condition)  # the shipped weights
+    prior = load_noise_source("noisear", backend=backend).prior
+    assert prior.config.cond_dim == backend.cond_dim == cond_dim
+
+
 def test_untrained_noise_prompt_network_is_the_identity(backend: ToyBackend) -> None:
     network = NoisePromptNetwork(4, 4, 4, cond_dim=3, width=8, svd_hidden=8)
     source = load_noise_source("golden", backend=backend, network=network)

@@ -51,7 +51,8 @@ class NoiseARSource(NoiseSource):
 
     Args:
         backend: The diffusion backend (the prior's latent shape and condition width must match it).
-        path: The prior: see `resolve_prior` (None: the shipped Shapes prior).
+        path: The prior: see `resolve_prior` (None: the shipped Shapes prior of the backend's
+            condition, text or scene).
         temperature: Multiplies every predicted std (None: the training run's, else 1.0).
         prior: An already-built prior instead of `path`.
     """
@@ -68,6 +69,8 @@ class NoiseARSource(NoiseSource):
         super().__init__(backend)
         run_temperature = None
         if prior is None:
+            if path is None and backend.world == "shapes":
+                path = shipped_shapes_prior_path(getattr(backend, "condition", "text"))
             prior, run_temperature = resolve_prior(path)
         check_fits(backend, prior.latent_shape, prior.config.cond_dim, "the prior")
         self.prior = prior.to(backend.device).eval()
