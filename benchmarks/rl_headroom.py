@@ -47,7 +47,7 @@ from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
-from noisear_rl.pipelines.shapes.world import attribute_keys, attribute_means
+from noisear_rl.pipelines.shapes.world import ATTRIBUTE_KEYS, attribute_keys, attribute_means, scene_tokens
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
 
 
@@ -81,18 +81,17 @@ def own_prompt_direction(prior: NoiseARPrior, batch: RolloutBatch, unconditional
 
 
 class BindingShift(nn.Module):
-    """A mean shift per patch that is linear in a prompt's (attribute, position) indicators: a
-    prior input that states the bindings. Zero at the start."""
+    """A mean shift per patch that is linear in a prompt's (attribute, position) indicators (its
+    scene tokens, `scene_tokens`, merged over objects): a prior input that states the bindings.
+    Zero at the start."""
 
-    def __init__(self, keys: list[tuple[str, str]], num_patches: int, patch_dim: int) -> None:
+    def __init__(self, num_patches: int, patch_dim: int) -> None:
         super().__init__()
-        self.keys = keys
-        self.weight = nn.Parameter(torch.zeros(len(keys), num_patches, patch_dim))
+        self.weight = nn.Parameter(torch.zeros(len(ATTRIBUTE_KEYS), num_patches, patch_dim))
         self.bias = nn.Parameter(torch.zeros(num_patches, patch_dim))
 
     def forward(self, prompts: list[str], cond: Condition) -> Tensor:
-        present = [set(attribute_keys(prompt)) for prompt in prompts]
-        indicators = torch.tensor([[float(key in keys) for key in self.keys] for keys in present])
+        indicators = scene_tokens(prompts).amax(1)
         return torch.einsum("bk,ktd->btd", indicators, self.weight) + self.bias
 
 
@@ -212,7 +211,7 @@ def main() -> None:
     # or reads the text condition; the held-out noises get the shift of their prompt.
     torch.manual_seed(args.seed)  # the condition shift's initial weights
     shifts = {
-        "bindings": BindingShift(sorted({key for p in pool + train_prompts for key in attribute_keys(p)}), prior.num_patches, prior.patch_dim),
+        "bindings": BindingShift(prior.num_patches, prior.patch_dim),
         "the text condition": ConditionShift(prior.config.cond_dim, prior.num_patches, prior.patch_dim),
     }
     for name, shift in shifts.items():

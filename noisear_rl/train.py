@@ -40,6 +40,7 @@ from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
 from noisear_rl.io import save_pretrained_atomically, write_json
 from noisear_rl.noise_sources.noisear import resolve_prior
 from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
+from noisear_rl.pipelines.factory import SHAPES_BACKENDS
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.prior.shipped import shipped_shapes_prior_path
 from noisear_rl.run_folder import (
@@ -53,8 +54,6 @@ from noisear_rl.run_folder import (
 from noisear_rl.seeds import derive_seed
 
 SHAPES_ENV = "NoiseAR-Shapes-v0"
-# Environments with a shipped NLL prior: env id -> the Shapes backend's condition it reads.
-SHIPPED_PRIOR_CONDITIONS = {SHAPES_ENV: "text", "NoiseAR-ShapesScene-v0": "scene"}
 # Settings that may differ between a run and its resumption without changing its result.
 RESUMABLE = ("resume", "output_dir", "progress", "checkpoint_every", "keep_checkpoints", "tensorboard")
 
@@ -308,8 +307,9 @@ def _load_prior(run: RunConfig, algo_config: Any) -> NoiseARPrior | None:
         return resolve_prior(run.prior)[0]
     if isinstance(algo_config, NLLConfig):
         return None
-    if run.env in SHIPPED_PRIOR_CONDITIONS:
-        return NoiseARPrior.from_pretrained(str(shipped_shapes_prior_path(SHIPPED_PRIOR_CONDITIONS[run.env])))
+    backend_name = gym.spec(run.env).kwargs.get("backend")
+    if backend_name in SHAPES_BACKENDS:  # the Shapes world ships an NLL prior for each of its conditions
+        return NoiseARPrior.from_pretrained(str(shipped_shapes_prior_path(SHAPES_BACKENDS[backend_name])))
     raise ValueError(f"--prior is required for {run.env} (a NoiseARPrior.save_pretrained folder)")
 
 

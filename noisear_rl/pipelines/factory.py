@@ -15,7 +15,7 @@ from noisear_rl.pipelines.base import DiffusionBackend
 BACKENDS: dict[str, str] = {
     "shapes": "noisear_rl.pipelines.shapes:ShapesBackend",
     # The same world; the prior reads the scene's object tokens instead of the text states.
-    "shapes-scene": "noisear_rl.pipelines.shapes.backend:shapes_scene_backend",
+    "shapes-scene": "noisear_rl.pipelines.shapes:ShapesBackend",
     "sdxl": "noisear_rl.pipelines.sdxl:SDXLBackend",
     "dreamshaper": "noisear_rl.pipelines.sdxl:DreamShaperBackend",
     "hunyuan-dit": "noisear_rl.pipelines.hunyuan:HunyuanDiTBackend",
@@ -24,8 +24,9 @@ BACKENDS: dict[str, str] = {
     "tiny-hunyuan-dit": "noisear_rl.pipelines.tiny:tiny_hunyuan_backend",
 }
 
-SHAPES_BACKENDS = ("shapes", "shapes-scene")
-"""The backends of the embedded Shapes world (its prompts, verifier and weights)."""
+SHAPES_BACKENDS: dict[str, str] = {"shapes": "text", "shapes-scene": "scene"}
+"""The backends of the embedded Shapes world (its prompts, verifier and weights) -> the
+`ShapesBackend(condition=...)` each builds: what its `Condition.embeds`, read by a prior, hold."""
 
 
 def list_backends() -> list[str]:
@@ -42,7 +43,8 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         **kwargs: Passed to the backend's constructor: `model` (hub id or local folder),
             `device`, `dtype`, `num_inference_steps`, `guidance_scale`, ... A None value means
             the backend's own default (so CLI options left unset can be passed as they are).
-            For "shapes" and "shapes-scene", `model` is passed on as the Shapes world's `model_path`.
+            For "shapes" and "shapes-scene", `model` is passed on as the Shapes world's `model_path`
+            and the name sets the default `condition` (`SHAPES_BACKENDS`).
 
     Raises:
         KeyError: Unknown name; the message lists the valid names.
@@ -54,8 +56,10 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         return name
     if name not in BACKENDS:
         raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
-    if name in SHAPES_BACKENDS and "model" in kwargs:
-        kwargs["model_path"] = kwargs.pop("model")
+    if name in SHAPES_BACKENDS:
+        kwargs.setdefault("condition", SHAPES_BACKENDS[name])
+        if "model" in kwargs:
+            kwargs["model_path"] = kwargs.pop("model")
     module_name, attribute = BACKENDS[name].split(":")
     factory = getattr(importlib.import_module(module_name), attribute)
     return factory(**kwargs)

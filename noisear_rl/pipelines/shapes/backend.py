@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -110,8 +110,3 @@ class ShapesBackend(DiffusionBackend):
         cond = cond.to(self.device)
         output = self.pipe.model_output(x, timestep, self._prompt_embeds(cond), cond.extras["negative_embeds"], guidance_scale)
         return to_epsilon(output, x, self.alphas_cumprod[timestep], self.pipe.scheduler.config.prediction_type)
-
-
-def shapes_scene_backend(**kwargs: Any) -> ShapesBackend:
-    """The Shapes backend whose prior condition is the scene's object tokens ("shapes-scene")."""
-    return ShapesBackend(condition="scene", **kwargs)
