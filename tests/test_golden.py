@@ -1,4 +1,9 @@
-"""Golden noise: one DDIM step at high guidance, one DDIM inversion step at guidance 1."""
+"""Golden noise: one DDIM step at high guidance, one DDIM inversion step at guidance 1.
+
+The "clean" procedure is checked on an exact model by hand-derived identities; the "reference"
+procedure (the SDXL family's and Hunyuan-DiT's default) against a transcription of the Golden Noise
+repository's collection loop, driven by diffusers' own DDIM schedulers on the tiny pipelines.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import torch
 from torch import Tensor
 
 from noisear_rl.pipelines import Condition, DiffusionBackend, golden_noise, load_backend
+from noisear_rl.pipelines.golden import GoldenSchedule, golden_schedule
 
 
 class ExactBackend(DiffusionBackend):
@@ -72,7 +78,7 @@ def test_guidance_moves_the_noise_by_the_ddim_coefficient() -> None:
 
 
 @pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-hunyuan-dit"])
-def test_on_a_real_tiny_model_guidance_one_nearly_inverts(name: str) -> None:
+def test_clean_procedure_on_a_real_tiny_model_guidance_one_nearly_inverts(name: str) -> None:
     backend = load_backend(name, num_inference_steps=10)
     cond = backend.encode(["a red circle", "two blue squares"])
     x_T = backend.random_latents(2, torch.Generator().manual_seed(0))
@@ -84,7 +90,7 @@ def test_on_a_real_tiny_model_guidance_one_nearly_inverts(name: str) -> None:
         return calls[-1]
 
     backend.predict_noise = recording  # type: ignore[method-assign]
-    same = golden_noise(backend, x_T, cond, guidance_scale=1.0)
+    same = golden_noise(backend, x_T, cond, guidance_scale=1.0, procedure="clean")
     eps_hi, eps_lo = calls
     t1, t0 = (int(t) for t in backend.timesteps()[:2])
     a1, a0 = backend.alphas_cumprod[t1], backend.alphas_cumprod[t0]
@@ -92,7 +98,7 @@ def test_on_a_real_tiny_model_guidance_one_nearly_inverts(name: str) -> None:
     torch.testing.assert_close(same - x_T, k * (eps_lo - eps_hi), rtol=1e-4, atol=1e-5)
     # Up to the DDIM inversion error (the model's epsilon drift over one step), x_T comes back.
     assert (same - x_T).norm() < 0.1 * x_T.norm()
-    guided = golden_noise(backend, x_T, cond, guidance_scale=5.5)
+    guided = golden_noise(backend, x_T, cond, guidance_scale=5.5, procedure="clean")
     assert guided.shape == x_T.shape and not torch.allclose(guided, same)
 
 
@@ -109,3 +115,76 @@ def test_bad_input_is_rejected() -> None:
         golden_noise(backend, torch.zeros(3, 2, 4, 4), cond, 5.5)
     with pytest.raises(ValueError, match="at least 2"):
         golden_noise(backend, torch.zeros(2, 2, 4, 4), cond, 5.5, num_inference_steps=1)
+    with pytest.raises(ValueError, match="procedure must be one of reference, clean"):
+        golden_noise(backend, torch.zeros(2, 2, 4, 4), cond, 5.5, procedure="inversion")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="has no `pipe.scheduler`: use procedure='clean'"):
+        golden_noise(backend, torch.zeros(2, 2, 4, 4), cond, 5.5, procedure="reference")
+
+
+def test_reference_schedule_on_sdxl_is_981_961_then_941_961() -> None:
+    """SDXL's scheduler config at 50 steps: the reference's DDIM timesteps, not the DPMSolver ones
+    the backend generates with (951, 932, ...)."""
+    backend = load_backend("tiny-sdxl", num_inference_steps=50)  # SDXL-base's training schedule
+    assert backend.golden_procedure == "reference"
+    assert golden_schedule(backend) == GoldenSchedule(
+        denoise_from=981, denoise_to=961, predict_at=981, invert_from=941, invert_to=961
+    )
+    assert golden_schedule(backend, procedure="clean") == GoldenSchedule(
+        denoise_from=951, denoise_to=932, predict_at=932, invert_from=932, invert_to=951
+    )
+    # At 2 steps the inversion starts past timestep 0: the schedulers' boundary, alpha(0).
+    assert golden_schedule(backend, num_inference_steps=2) == GoldenSchedule(501, 1, 501, -499, 1)
+
+
+def reference_collection(backend, x_T: Tensor, cond: Condition, steps: int, guidance: float, inversion_guidance: float) -> Tensor:
+    """The Golden Noise repository's `forward_ours` (T_max=1), transcribed: a `DDIMScheduler` and a
+    `DDIMInverseScheduler` from the pipeline's scheduler config with SDXL's clip_sample=false and
+    set_alpha_to_one=false (the backend's DPMSolver config no longer holds them);
+    the denoiser's raw output, guided as `uncond + g * (text - uncond)`; both steps through
+    diffusers' own `step`."""
+    from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+    config = backend.pipe.scheduler.config
+    scheduler = DDIMScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False)
+    inverse = DDIMInverseScheduler.from_config(config, clip_sample=False, set_alpha_to_one=False)
+    scheduler.set_timesteps(steps)
+    inverse.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+
+    def guided(x: Tensor, t: int, scale: float) -> Tensor:
+        text = backend._denoiser_output(x, t, cond)
+        uncond = backend._denoiser_output(x, t, backend._negative(cond))
+        return uncond + scale * (text - uncond)
+
+    t = int(timesteps[0])
+    with torch.no_grad():
+        next_latents = scheduler.step(guided(x_T, t, guidance), t, x_T).prev_sample
+        noise_pred = guided(next_latents, t, inversion_guidance)  # at t, as the reference does
+        return inverse.step(noise_pred, int(timesteps[1]), next_latents).prev_sample
+
+
+@pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-hunyuan-dit"])
+@pytest.mark.parametrize("steps", [50, 10, 2])
+def test_reference_procedure_equals_the_golden_noise_collection(name: str, steps: int) -> None:
+    backend = load_backend(name, num_inference_steps=steps)
+    cond = backend.encode(["a red circle", "two blue squares"])
+    x_T = backend.random_latents(2, torch.Generator().manual_seed(0))
+    golden = golden_noise(backend, x_T, cond, guidance_scale=5.5)  # the backend's default: reference
+    expected = reference_collection(backend, x_T, cond, steps, 5.5, 1.0)
+    torch.testing.assert_close(golden, expected, rtol=0, atol=2e-5)
+    # The clean variant is another noise (timesteps from the DPMSolver schedule, prediction at t0).
+    clean = golden_noise(backend, x_T, cond, guidance_scale=5.5, procedure="clean")
+    assert not torch.allclose(clean, golden, rtol=0, atol=5e-5)
+
+
+def test_reference_arithmetic_on_an_epsilon_model_at_50_steps() -> None:
+    """The reference in closed form, with SDXL's alphas at 981, 961 and 941 and both noises predicted at 981."""
+    backend = load_backend("tiny-sdxl", num_inference_steps=50)
+    cond = backend.encode(["a photo of a cat"])
+    x_T = backend.random_latents(1, torch.Generator().manual_seed(1))
+    a = backend.alphas_cumprod
+    eps_hi = backend.predict_noise(x_T, 981, cond, 5.5)
+    x_961 = a[961].sqrt() * (x_T - (1 - a[981]).sqrt() * eps_hi) / a[981].sqrt() + (1 - a[961]).sqrt() * eps_hi
+    eps_lo = backend.predict_noise(x_961, 981, cond, 1.0)
+    expected = a[961].sqrt() * (x_961 - (1 - a[941]).sqrt() * eps_lo) / a[941].sqrt() + (1 - a[961]).sqrt() * eps_lo
+    torch.testing.assert_close(golden_noise(backend, x_T, cond, 5.5), expected, rtol=0, atol=1e-5)

@@ -178,11 +178,13 @@ def test_release_checkpoint_round_trip(tmp_path, cond):
     assert state["prediction_head_mu.2.weight"].shape == (48, 64)
     torch.save(state, tmp_path / "release.pth")
     loaded = NoiseARPrior.from_release_checkpoint(
-        tmp_path / "release.pth", latent_channels=3, latent_height=16, latent_width=16, dropout=0.0
-    ).eval()
+        tmp_path / "release.pth", n_heads=1, latent_channels=3, latent_height=16, latent_width=16, dropout=0.0
+    )
     assert loaded.config.patch_size == 4 and loaded.config.n_layers == 2 and loaded.config.d_ff == 64
+    assert not loaded.training and loaded.config.temperature == 0.5  # the release samples at 0.5
     noise = torch.randn(3, 3, 16, 16)
-    assert torch.allclose(loaded.log_prob(noise, cond), prior.log_prob(noise, cond))
+    assert torch.allclose(loaded.log_prob(noise, cond, temperature=1.0), prior.log_prob(noise, cond))
+    assert torch.allclose(loaded.log_prob(noise, cond), prior.log_prob(noise, cond, temperature=0.5))
 
 
 def test_release_layer_computes_what_torch_multihead_attention_does(cond):
@@ -204,12 +206,12 @@ def test_corrupt_release_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="weights-only"):
-        NoiseARPrior.from_release_checkpoint(bad)
+        NoiseARPrior.from_release_checkpoint(bad, n_heads=1)
     torch.save({"something_else.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="unexpected keys"):
-        NoiseARPrior.from_release_checkpoint(tmp_path / "other.pth")
+        NoiseARPrior.from_release_checkpoint(tmp_path / "other.pth", n_heads=1)
     with pytest.raises(FileNotFoundError, match="local path"):
-        NoiseARPrior.from_release_checkpoint(tmp_path / "missing.pth")
+        NoiseARPrior.from_release_checkpoint(tmp_path / "missing.pth", n_heads=1)
 
 
 def test_nll_falls_when_overfitting_a_small_batch(cond):

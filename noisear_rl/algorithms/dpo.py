@@ -1,4 +1,4 @@
-"""Preference optimisation from rollouts, the NoiseAR paper's recipe (section 3.2), run online.
+"""Preference optimisation from rollouts, the NoiseAR paper's recipe (section 3.2), online or offline.
 
 Each iteration (a round): K rollouts per prompt are scored by the reward; each prompt's best
 rollout is paired with its worst, and the pair is kept when their reward gap exceeds a
@@ -9,28 +9,66 @@ threshold. The prior is then trained on the pairs with one of two objectives:
   region the sigmoid loss lacks);
 - "simple-nll": the paper's choice, the prior's own NLL objective on the preferred noise alone.
 
-Rounds alternate collection and updates (online DPO); one round with many prompts and epochs is
-the paper's offline recipe.
+Online (the default), every round's pairs update the prior before the next round collects.
+Offline (`offline=True`), the pairs of every round are kept and the prior is trained on all of
+them once, after the last round: every rollout comes from the starting prior, as in the paper,
+and a round holds only its own rollouts in memory. `--dpo.preset paper` is the paper's recipe:
+
+    python -m noisear_rl.train --algo dpo --dpo.preset paper --env NoiseAR-SDXL-v0 \
+        --prior PRIOR --temperature 0.5 --reward imagereward:1.0,pickscore:1.0 \
+        --train-prompts pickapic_train.txt --device cuda
+
+(docs/fidelity.md: what the preset sets, and where it differs from the paper.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss, kl_per_noise
+from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.envs.rollout import RolloutBatch
+from noisear_rl.pipelines.base import Condition
+from noisear_rl.prior.model import NoiseARPrior
+
+PAPER_PRESET: dict[str, Any] = {
+    "objective": "simple-nll",  # "For training, we use only simple NLL loss."
+    "offline": True,  # pairs from the NLL-pretrained prior's rollouts, then training
+    "iterations": 40,  # 40 rounds x 50 prompts = the paper's 2,000 prompts
+    "prompts_per_iteration": 50,
+    "rollouts_per_prompt": 20,  # "we generated 20 image samples through separate rollouts"
+    "score_gap": 3.0,  # "exceeded a threshold of 3.0"
+    "epochs": 1,  # one pass over the pairs
+    "minibatch_size": 40,  # the paper's NLL training batch (appendix E.1.2)
+    "lr": 6.25e-5,  # the paper's NLL training learning rate (appendix E.1.2)
+}
+"""The NoiseAR paper's offline DPO (section 3.2); the last two values are its NLL training's, since
+the paper gives none for DPO."""
+PRESETS: dict[str, dict[str, Any]] = {"none": {}, "paper": PAPER_PRESET}
 
 
 @dataclass
 class DPOConfig(RolloutConfig):
-    """Online DPO (or the paper's simple NLL) on best-vs-worst pairs of rollouts."""
+    """Online or offline DPO (or the paper's simple NLL) on best-vs-worst pairs of rollouts."""
 
+    preset: Literal["none", "paper"] = "none"
+    """"paper": the NoiseAR paper's offline recipe: 2,000 prompts (40 rounds of 50) x 20 rollouts,
+    best-vs-worst pairs with a reward gap above 3.0, one pass of the simple NLL loss on the
+    preferred noises (minibatch 40, lr 6.25e-5). Options left at their plain defaults take the
+    preset's values; an option given another value keeps it (so `--dpo.iterations 4` shortens
+    the recipe, but `--dpo.objective dpo`, the plain default, cannot undo the preset's objective:
+    drop the preset and give the options instead)."""
     objective: Literal["dpo", "simple-nll"] = "dpo"
     """"dpo": sigmoid loss against the frozen reference; "simple-nll": NLL of the preferred noise (the paper)."""
+    offline: bool = False
+    """Keep every round's pairs and train on all of them once, after the last round (the paper:
+    all rollouts come from the starting prior); False: train on each round's pairs (online)."""
     beta: float = 0.01
     """DPO inverse temperature: scales the log-ratio margins (log-probs of whole noises are large,
     hundreds of nats, so beta is small)."""
@@ -39,7 +77,7 @@ class DPOConfig(RolloutConfig):
     reward's scale; the Shapes verifier scores in [0, 1], where 0.25 means one more check passed
     out of four for a one-object prompt."""
     epochs: int = 4
-    """Passes over each round's pairs."""
+    """Passes over each round's pairs (offline: over all pairs)."""
     minibatch_size: int = 16
     """Pairs per optimizer step."""
     recon_weight: float = 0.2
@@ -50,13 +88,69 @@ class DPOConfig(RolloutConfig):
     3,072-element noises it can raise a pair's margin by blowing variances up (an unregularised
     run reached std 1e29 in four rounds); 0 turns the term off."""
 
+    def check(self, prefix: str = "") -> None:
+        """The rollout ranges and DPO's own (passes, minibatches, beta, term weights)."""
+        super().check(prefix)
+        check_at_least(self, 1, ("epochs", "minibatch_size"), prefix)
+        check_positive(self, ("beta",), prefix)
+        check_finite(self, ("kl_coef", "recon_weight"), prefix, minimum=0.0)
+        check_finite(self, ("score_gap",), prefix)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+
+
+@dataclass(frozen=True)
+class PreferencePairs:
+    """Preferred and rejected noises [P, C, H, W] of P pairs, and the condition the prior read
+    for each (`Condition.embeds` only: all the prior needs)."""
+
+    chosen: Tensor
+    rejected: Tensor
+    cond: Condition
+
+    def __len__(self) -> int:
+        return self.chosen.shape[0]
+
+    def __getitem__(self, index: Tensor | slice) -> PreferencePairs:
+        return PreferencePairs(self.chosen[index], self.rejected[index], self.cond[index])
+
+    def to(self, device: torch.device | str) -> PreferencePairs:
+        return PreferencePairs(self.chosen.to(device), self.rejected.to(device), self.cond.to(device))
+
+    @staticmethod
+    def cat(parts: list[PreferencePairs]) -> PreferencePairs:
+        return PreferencePairs(
+            torch.cat([p.chosen for p in parts]),
+            torch.cat([p.rejected for p in parts]),
+            Condition.cat([p.cond for p in parts]),
+        )
+
 
 @register_algorithm("dpo")
 class DPO(Algorithm):
-    """Pairs each prompt's best rollout with its worst and raises the preferred noise's likelihood."""
+    """Pairs each prompt's best rollout with its worst and raises the preferred noise's likelihood.
+
+    Attributes:
+        pending: Offline: the pairs collected so far, every process's (each process trains on its
+            share at the end); checkpointed with the algorithm's state.
+        rounds_collected: Offline: rounds whose pairs are in `pending`.
+    """
 
     config_class = DPOConfig
     config: DPOConfig
+
+    def __init__(
+        self, config: DPOConfig, prior: NoiseARPrior, temperature: float = 1.0, accelerator: Any | None = None
+    ) -> None:
+        super().__init__(config, prior, temperature, accelerator)
+        self.pending: list[PreferencePairs] = []
+        self.rounds_collected = 0
 
     @staticmethod
     def uses_reference(config: DPOConfig) -> bool:
@@ -69,19 +163,45 @@ class DPO(Algorithm):
 
         # 1. Preference pairs: best vs worst rollout of each prompt, when the gap is large enough.
         chosen, rejected = best_worst_pairs(batch.rewards, config.rollouts_per_prompt, config.score_gap)
-        noise_c, noise_r, cond = batch.noise[chosen], batch.noise[rejected], batch.cond[chosen]
-        metrics = MetricMeans()
-        num_pairs = len(chosen)
+        pairs = PreferencePairs(batch.noise[chosen], batch.noise[rejected], Condition(batch.cond.embeds[chosen]))
+        gaps = batch.rewards.reshape(-1, config.rollouts_per_prompt)
+        round_metrics = {
+            "pairs": float(len(pairs)),
+            "pair_gap": float((batch.rewards[chosen] - batch.rewards[rejected]).mean()) if len(pairs) else 0.0,
+            "group_gap": float((gaps.max(1).values - gaps.min(1).values).mean()),
+        }
 
-        # 2. The reference's log-probs and patch Gaussians (for the KL term) are fixed for the round.
-        if self.reference is not None and num_pairs:
+        # 2. Offline: keep the pairs (every process's) until the last round, then train on them all.
+        if config.offline:
+            self.pending.append(self._gather(pairs))
+            self.rounds_collected += 1
+            if self.rounds_collected < config.iterations:
+                self.step_schedule()
+                return {**round_metrics, "pending_pairs": float(sum(len(p) for p in self.pending))}
+            collected = PreferencePairs.cat(self.pending)
+            self.pending, self.rounds_collected = [], 0
+            rank, processes = self._process()
+            pairs = collected[slice(rank, None, processes)].to(self.prior.device)
+            round_metrics["trained_pairs"] = float(len(collected))
+
+        metrics = self._train(pairs)
+        self.step_schedule()
+        return {**metrics, **round_metrics}
+
+    def _train(self, pairs: PreferencePairs) -> dict[str, float]:
+        """`epochs` passes of minibatch updates on `pairs` (this process's)."""
+        config = self.config
+        noise_c, noise_r, cond = pairs.chosen, pairs.rejected, pairs.cond
+        metrics = MetricMeans()
+
+        # The reference's log-probs and patch Gaussians (for the KL term) are fixed for the update.
+        if self.reference is not None and len(pairs):
             with torch.no_grad():
                 ref_c, ref_params_c = self.log_prob_and_params(self.reference, noise_c, cond)
                 ref_r, ref_params_r = self.log_prob_and_params(self.reference, noise_r, cond)
 
-        # 3. Epochs of minibatch updates over the pairs.
         for _ in range(config.epochs):
-            for idx in self.minibatches(num_pairs, config.minibatch_size):
+            for idx in self.minibatches(len(pairs), config.minibatch_size):
                 loss = None
                 if len(idx):
                     if config.objective == "dpo":
@@ -104,12 +224,46 @@ class DPO(Algorithm):
                         loss = self.prior.nll_loss(noise_c[idx], cond[idx].embeds, recon_weight=config.recon_weight)
                     metrics.add(loss=loss)
                 metrics.add(grad_norm=self.optimizer_step(loss, len(idx)))
-        self.step_schedule()
+        return metrics.means()
 
-        gaps = batch.rewards.reshape(-1, config.rollouts_per_prompt)
-        return {
-            **metrics.means(),
-            "pairs": float(num_pairs),
-            "pair_gap": float((batch.rewards[chosen] - batch.rewards[rejected]).mean()) if num_pairs else 0.0,
-            "group_gap": float((gaps.max(1).values - gaps.min(1).values).mean()),
-        }
+    # ----------------------------------------------------------------------------- offline
+    def _process(self) -> tuple[int, int]:
+        if self.accelerator is None:
+            return 0, 1
+        return self.accelerator.process_index, self.accelerator.num_processes
+
+    def _gather(self, pairs: PreferencePairs) -> PreferencePairs:
+        """Every process's pairs of this round, in process order, on the CPU (so that each process,
+        and the main process's checkpoint, holds them all)."""
+        local = pairs.to("cpu")
+        if self._process()[1] == 1:
+            return local
+        from accelerate.utils import gather_object
+
+        return PreferencePairs.cat(gather_object([local]))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state, and offline the pairs collected so far."""
+        state = super().state_dict()
+        if self.config.offline:
+            pending = PreferencePairs.cat(self.pending) if self.pending else None
+            state["offline"] = {
+                "rounds_collected": self.rounds_collected,
+                "pairs": None if pending is None else {
+                    "chosen": pending.chosen, "rejected": pending.rejected, "embeds": pending.cond.embeds,
+                },
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned."""
+        super().load_state_dict(state)
+        if self.config.offline:
+            if "offline" not in state:
+                raise KeyError("the checkpoint holds no offline DPO pairs, but this config collects them (offline=True)")
+            offline = state["offline"]
+            self.rounds_collected = int(offline["rounds_collected"])
+            saved = offline["pairs"]
+            self.pending = [] if saved is None else [
+                PreferencePairs(saved["chosen"], saved["rejected"], Condition(saved["embeds"]))
+            ]

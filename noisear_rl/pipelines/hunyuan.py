@@ -8,13 +8,14 @@ attention masks and the negative branch ride along in `Condition.extras`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.diffusers_backend import DiffusersBackend
+from noisear_rl.pipelines.golden import GoldenProcedure
 
 # Positive-branch extras and their negative counterparts ("prompt_embeds" is Condition.embeds).
 _NEGATIVE_OF = {
@@ -27,17 +28,22 @@ _NEGATIVE_OF = {
 class HunyuanDiTBackend(DiffusersBackend):
     """Hunyuan-DiT (`Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers` by default).
 
-    Defaults follow the NoiseAR release: DPMSolver++ (multistep, from the pipeline's scheduler
-    config; `predict_noise` converts the model's v-prediction to epsilon), 50 steps, CFG 5.0,
-    the pipeline's native 1024x1024 (latent 4x128x128). Constructor arguments: see
-    `DiffusersBackend`; heights/widths outside Hunyuan-DiT's trained shapes are used as given
-    (no resolution binning), since latents must keep the shape the prior produces.
+    Defaults follow the NoiseAR release's evaluation of Hunyuan-DiT (`eval.py` of
+    HKUST-SAIL/NoiseAR): `DPMSolverMultistepScheduler.from_config` of the pipeline's scheduler
+    config (DPMSolver++; `predict_noise` converts the model's v-prediction to epsilon), 50 steps,
+    CFG 5.5 (its `Cfg.cfg`, used by every Hunyuan-DiT eval command except the DPO model's, which
+    passes 5.0), the pipeline's native 1024x1024 (latent 4x128x128). Golden noise is collected
+    with the Golden Noise reference's procedure, as on SDXL. Constructor arguments: see
+    `DiffusersBackend`; heights/widths outside Hunyuan-DiT's trained shapes are used as given (no
+    resolution binning), since latents must keep the shape the prior produces.
     """
 
     pipeline_class_name = "HunyuanDiTPipeline"
     default_model = "Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers"
     default_num_inference_steps = 50
-    default_guidance_scale = 5.0
+    default_guidance_scale = 5.5
+    golden_procedure: ClassVar[GoldenProcedure] = "reference"
+    """How `golden_noise` collects on this backend by default (see `noisear_rl.pipelines.golden`)."""
 
     def __init__(self, model: str | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)

@@ -32,6 +32,20 @@ def to_epsilon(model_output: Tensor, latents: Tensor, alpha_cumprod: Tensor | fl
     raise ValueError(f"unknown prediction_type {prediction_type!r}; expected epsilon, v_prediction or sample")
 
 
+def from_epsilon(epsilon: Tensor, latents: Tensor, alpha_cumprod: Tensor | float, prediction_type: str) -> Tensor:
+    """The model output of `prediction_type` that `to_epsilon` maps to `epsilon` (its inverse at the
+    same latents and a_t): "epsilon" as is, "v_prediction" (eps - sqrt(1 - a) x) / sqrt(a),
+    "sample" (x - sqrt(1 - a) eps) / sqrt(a)."""
+    a = torch.as_tensor(alpha_cumprod, dtype=torch.float32, device=latents.device)
+    if prediction_type == "epsilon":
+        return epsilon
+    if prediction_type == "v_prediction":
+        return (epsilon - (1 - a).sqrt() * latents) / a.sqrt()
+    if prediction_type == "sample":
+        return (latents - (1 - a).sqrt() * epsilon) / a.sqrt()
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; expected epsilon, v_prediction or sample")
+
+
 def ddim_step(latents: Tensor, epsilon: Tensor, alpha_from: Tensor | float, alpha_to: Tensor | float) -> Tensor:
     """One deterministic DDIM move of x from the timestep with a_from to the one with a_to.
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from noisear_rl.hub import is_local_path
 from noisear_rl.prior.gaussian import gaussian_log_prob, sample_gaussian
 from noisear_rl.prior.layers import DecoderLayer, PromptShift, ResidualStyle
 from noisear_rl.prior.patching import num_patches, patchify, sinusoidal_positions, unpatchify
@@ -49,12 +53,16 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
     decoder layers (causal self-attention, cross-attention to the condition sequence, FFN); the
     output at position t parameterises a diagonal Gaussian over patch t through separate mean and
     log-variance heads. The heads' last layers start near zero, so an untrained prior is close to
-    N(0, I). Defaults match the public NoiseAR release for SDXL.
+    N(0, I). Architecture defaults match the public NoiseAR release for SDXL.
 
     With `prompt_shift_width > 0` the mean of every patch also gets a `PromptShift`: a term read
     from the condition by a learned query per patch, which depends on the prompt and the patch's
     position only (not on the earlier patches). It starts at zero; RL can update it alone
     (`trainable="prompt-shift"` in the rollout algorithms).
+
+    `temperature` is part of the config so that a prior samples as it was meant to by default:
+    the public release multiplies every std by 0.5 when sampling, and
+    `from_release_checkpoint` stores that; `sample` and `log_prob` use it unless given another.
 
     Args:
         latent_channels: C of the initial latent.
@@ -70,6 +78,10 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         residual_style: "release" (`x = norm(x); x = f(x) + x`, as the public release) or "pre_norm".
         head_init_scale: The heads' last layers start uniform in [-scale, scale] with zero bias.
         prompt_shift_width: Width of the prompt-shift pathway (0: none, as the public release).
+        temperature: Default std multiplier of `sample` and `log_prob` (1.0; the release samples
+            at 0.5, which `from_release_checkpoint` stores here).
+        trainable_start_token: True: the start token is a parameter; False: a fixed buffer (the
+            release registers its `learnable_start_token_emb` as a buffer, so it never trained).
     """
 
     @register_to_config
@@ -88,6 +100,8 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         residual_style: ResidualStyle = "release",
         head_init_scale: float = 1e-3,
         prompt_shift_width: int = 0,
+        temperature: float = 1.0,
+        trainable_start_token: bool = True,
     ) -> None:
         super().__init__()
         if latent_height % patch_size or latent_width % patch_size:
@@ -96,11 +110,17 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
             )
         if residual_style not in ("release", "pre_norm"):
             raise ValueError(f"residual_style must be 'release' or 'pre_norm', got {residual_style!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         patch_dim = latent_channels * patch_size * patch_size
         self.patch_embed = nn.Sequential(
             nn.Linear(patch_dim, patch_dim // 2), nn.SiLU(), nn.Linear(patch_dim // 2, d_model)
         )
-        self.start_token = nn.Parameter(torch.randn(d_model) * 0.1)
+        start_token = torch.randn(d_model) * 0.1
+        if trainable_start_token:
+            self.start_token = nn.Parameter(start_token)
+        else:
+            self.register_buffer("start_token", start_token)
         self.cond_proj = nn.Linear(cond_dim, d_model) if cond_dim != d_model else nn.Identity()
         self.layers = nn.ModuleList(
             [DecoderLayer(d_model, d_ff, n_heads, dropout, residual_style) for _ in range(n_layers)]
@@ -222,21 +242,26 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         cond: Tensor,
         cond_mask: Tensor | None = None,
         per_patch: bool = False,
-        temperature: float = 1.0,
+        temperature: float | None = None,
     ) -> Tensor:
         """Exact log-density of `noise` given `cond`: [B], or [B, T] per patch with `per_patch=True`.
 
-        `temperature` scales every predicted std, as in `sample`, so a sample's log-prob can be
-        recomputed under the distribution it was drawn from.
+        `temperature` scales every predicted std, as in `sample` (None: `config.temperature`), so
+        a sample's log-prob can be recomputed under the distribution it was drawn from.
         """
         mean, logvar = self.patch_params(noise, cond, cond_mask)
         per_patch_logp = self.patch_log_prob(noise, mean, logvar, temperature)
         return per_patch_logp if per_patch else per_patch_logp.sum(-1)
 
-    def patch_log_prob(self, noise: Tensor, mean: Tensor, logvar: Tensor, temperature: float = 1.0) -> Tensor:
+    def patch_log_prob(self, noise: Tensor, mean: Tensor, logvar: Tensor, temperature: float | None = None) -> Tensor:
         """Per-patch log-density [B, T] of `noise` under patch Gaussians `patch_params` gave for it
-        (for callers that also need the Gaussians, without a second forward pass)."""
-        return gaussian_log_prob(self.patchify(noise), mean, logvar, temperature).sum(-1)
+        (for callers that also need the Gaussians, without a second forward pass); `temperature`
+        None is `config.temperature`."""
+        return gaussian_log_prob(self.patchify(noise), mean, logvar, self.sampling_temperature(temperature)).sum(-1)
+
+    def sampling_temperature(self, temperature: float | None = None) -> float:
+        """`temperature`, or the config's default std multiplier when None."""
+        return float(self.config.temperature if temperature is None else temperature)
 
     def nll_loss(
         self,
@@ -296,7 +321,7 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         self,
         cond: Tensor,
         generator: torch.Generator | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         use_cache: bool = True,
         return_log_prob: bool = False,
         cond_mask: Tensor | None = None,
@@ -306,12 +331,14 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         Args:
             cond: [B, L, cond_dim] condition.
             generator: Source of the standard normals (one [B, C*p*p] draw per patch, in order).
-            temperature: Multiplies every predicted std (the release samples at 0.5).
+            temperature: Multiplies every predicted std (None: `config.temperature`, which is 0.5
+                for a release checkpoint, as the release samples).
             use_cache: Reuse keys/values (cost linear in T); False recomputes the prefix every step.
             return_log_prob: Also return the [B] log-density of the sample under the sampling distribution.
             cond_mask: Optional [B, L] mask of valid condition tokens.
         """
         self._check_cond(cond, cond_mask)
+        temperature = self.sampling_temperature(temperature)
         patches, log_probs = [], []
         state = self.start(cond, cond_mask) if use_cache else None
         mean, logvar = (state.mean, state.logvar) if state else self._next_params_recomputed(
@@ -333,15 +360,76 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------- checkpoints
     @classmethod
-    def from_release_checkpoint(cls, path: str, **config) -> NoiseARPrior:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any) -> NoiseARPrior:
+        """Loads a `save_pretrained` folder (config.json + safetensors), or a hub repo, and checks it.
+
+        A string that is not written as a hub id ("owner/name") and names no folder here is a
+        missing local folder: nothing is looked up on the hub.
+
+        Raises:
+            FileNotFoundError: A local folder that does not exist or holds no config.json.
+            ValueError: A folder that cannot be loaded (corrupt files, a config this class cannot
+                build, missing or misshapen weights) or holds non-finite weights; the message
+                names the folder.
+        """
+        source = os.fspath(pretrained_model_name_or_path)
+        fix = "pass a folder written by NoiseARPrior.save_pretrained (config.json + diffusion_pytorch_model.safetensors)"
+        local = is_local_path(source)
+        if local:
+            folder = Path(source).expanduser() / kwargs.get("subfolder", "")
+            if not folder.is_dir():
+                raise FileNotFoundError(f"no NoiseAR prior at {source!r}: no such folder; {fix}")
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"no NoiseAR prior at {source!r}: config.json missing; {fix}")
+        try:
+            prior = super().from_pretrained(source, **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as error:
+            reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            if not local:
+                raise FileNotFoundError(
+                    f"no NoiseAR prior at {source!r}: no such folder here, and loading it as a Hugging Face Hub "
+                    f"repo id failed ({reason}); {fix}"
+                ) from error
+            raise ValueError(
+                f"the NoiseAR prior at {source!r} cannot be loaded ({reason}); it is corrupt or not a NoiseAR "
+                f"prior: replace it with a good copy, or {fix}"
+            ) from error
+        prior.check_weights(source)
+        return prior
+
+    def check_weights(self, source: str | os.PathLike[str]) -> None:
+        """Raises a ValueError naming `source` (where the weights came from) unless every parameter
+        and buffer holds finite values (none left unloaded)."""
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            if tensor.is_meta:
+                raise ValueError(f"the NoiseAR prior at {os.fspath(source)!r} has no weights for {name!r}; it is corrupt")
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(
+                    f"the NoiseAR prior at {os.fspath(source)!r} has non-finite weights in {name!r} (NaN or inf: "
+                    "its training diverged or the file is damaged); use another prior or retrain it"
+                )
+
+    @classmethod
+    def from_release_checkpoint(cls, path: str, n_heads: int | None = None, **config) -> NoiseARPrior:
         """Loads a `.pth` state dict of the public NoiseAR release (weights-only loading).
 
-        Architecture sizes are read from the weights; `config` sets the rest (latent shape, n_heads,
-        dropout). See `noisear_rl.prior.release` for the name mapping.
+        The prior comes back in eval mode and samples as the release does: `temperature=0.5` (the
+        release's `mu + std * z * 0.5`) and a fixed start token (`trainable_start_token=False`,
+        the release's buffer); pass either in `config` to change it.
+
+        Args:
+            path: The release's `model.pth`.
+            n_heads: Attention heads, which the weights do not record (every released model uses
+                1); required, so that a checkpoint trained with more heads cannot load with the
+                wrong count and silently give wrong means.
+            **config: The rest of the config (latent shape, dropout, temperature, ...); sizes are
+                read from the weights. See `noisear_rl.prior.release` for the name mapping.
         """
         from noisear_rl.prior.release import load_release_checkpoint
 
-        return load_release_checkpoint(cls, path, **config)
+        prior = load_release_checkpoint(cls, path, n_heads=n_heads, **config)
+        prior.check_weights(path)
+        return prior
 
 
 def _shifted(mean_BD: Tensor, mean_shift_BTD: Tensor | None, patch: int) -> Tensor:
