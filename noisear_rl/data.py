@@ -13,11 +13,14 @@ Layout of a collection folder (written by `python -m noisear_rl.collect`):
                                    (`--golden selected`: reward_original alone)
 
 Every file is written to a temporary name and renamed (`noisear_rl.io`), so a shard on disk is
-always complete; a shard's presence means it is finished.
+always complete; a shard's presence means it is finished. A shard's metadata holds a checksum of
+its tensors, and the manifest the checksum of the prompt list: both are verified on load, so a
+damaged shard or a cut `prompts.jsonl` is an error that names the file and the fix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -25,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors import safe_open
 from torch import Tensor
 
 from noisear_rl.envs.prompts import read_prompt_file
-from noisear_rl.io import atomic_write, write_json
+from noisear_rl.io import CorruptFileError, atomic_write, load_safetensors, read_json, save_safetensors, write_json
 
 MANIFEST = "manifest.json"
 PROMPTS = "prompts.jsonl"
@@ -45,7 +47,7 @@ def shard_path(root: str | Path, index: int) -> Path:
 
 
 def write_shard(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Writes one shard atomically (temporary file, then rename).
+    """Writes one shard atomically (temporary file, then rename), with a checksum of its content.
 
     Raises:
         ValueError: A required key is missing or the tensors disagree on the number of rows.
@@ -56,25 +58,32 @@ def write_shard(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str
     rows = {key: value.shape[0] for key, value in tensors.items()}
     if len(set(rows.values())) != 1:
         raise ValueError(f"shard tensors disagree on the number of rows: {rows}")
-    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
+    save_safetensors(path, tensors, metadata)
 
 
 def read_shard(path: str | Path) -> dict[str, Tensor]:
-    """Loads every tensor of one shard."""
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}
+    """Loads every tensor of one shard and verifies its checksum.
+
+    Raises:
+        FileNotFoundError: No such shard.
+        CorruptFileError: Unreadable, damaged (its content does not match its checksum), or
+            missing a required tensor; the message names the shard and the fix.
+    """
+    fix = "delete it and rerun the same collect command to regenerate it"
+    tensors, _ = load_safetensors(path, fix)
+    missing = [key for key in SHARD_KEYS if key not in tensors]
+    rows = {key: value.shape[0] for key, value in tensors.items() if value.ndim}
+    if missing or len(set(rows.values())) != 1:
+        raise CorruptFileError(path, f"tensors missing {missing} or of unequal rows {rows}", fix)
+    return tensors
 
 
 def shard_rows(path: str | Path) -> int | None:
-    """The number of rows of a readable, complete shard, or None for a missing or unreadable one."""
+    """The number of rows of a complete shard whose checksum holds, or None for a missing,
+    unreadable or damaged one (reads the whole shard)."""
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = set(handle.keys())
-            if not set(SHARD_KEYS) <= keys:
-                return None
-            return int(handle.get_slice("prompt_index").get_shape()[0])
-    except (OSError, SafetensorError):  # missing file, truncated or corrupt header
+        return int(read_shard(path)["prompt_index"].shape[0])
+    except (FileNotFoundError, CorruptFileError):
         return None
 
 
@@ -86,21 +95,40 @@ def list_shards(root: str | Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if _SHARD_NAME.match(path.name))
 
 
+def prompts_jsonl(prompts: list[str]) -> str:
+    """The text of a collection's prompts.jsonl: `{"index": i, "prompt": ...}` per line."""
+    return "".join(json.dumps({"index": i, "prompt": p}, ensure_ascii=False) + "\n" for i, p in enumerate(prompts))
+
+
 def write_prompts(path: str | Path, prompts: list[str]) -> None:
-    """Writes prompts as JSONL (`{"index": i, "prompt": ...}`), atomically."""
-    lines = "".join(json.dumps({"index": i, "prompt": p}, ensure_ascii=False) + "\n" for i, p in enumerate(prompts))
-    atomic_write(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+    """Writes prompts as JSONL (`prompts_jsonl`), atomically."""
+    text = prompts_jsonl(prompts)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def prompts_sha256(prompts: list[str]) -> str:
+    """The checksum of a prompt list that a collection's manifest records (settings.prompts_sha256)."""
+    return hashlib.sha256("\n".join(prompts).encode()).hexdigest()
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    """The manifest of the collection in `root`."""
+    """The manifest of the collection in `root`.
+
+    Raises:
+        FileNotFoundError: `root` holds no manifest (not a collection).
+        CorruptFileError: The manifest is not a JSON object.
+    """
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(root)!r} holds no {MANIFEST}: not a golden-noise collection "
             "(create one with `python -m noisear_rl.collect --out FOLDER`)"
         )
-    return json.loads(path.read_text())
+    fix = f"the collection in {str(root)!r} cannot be used: delete the folder and collect it again"
+    manifest = read_json(path, fix)
+    if not isinstance(manifest, dict):
+        raise CorruptFileError(path, "not a JSON object", fix)
+    return manifest
 
 
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
@@ -115,12 +143,22 @@ class GoldenNoiseDataset(torch.utils.data.Dataset):
     `with_noise=True` the original `noise` too. `prompts` is the full prompt list (encode it once
     with the backend and index the condition by `prompt_index`).
 
+    Every shard is read once when the dataset is built, to verify its checksum; prompts.jsonl is
+    checked against the manifest's prompt count and checksum.
+
     Args:
         root: The collection folder (holds manifest.json, prompts.jsonl, shards/).
         in_memory: Load all shards at once (fast; needs rows x C x H x W x 4 bytes per tensor);
             otherwise read rows lazily from the shards.
         with_noise: Also return the original noise x_T of each pair.
-        require_complete: Refuse a collection whose manifest does not say it finished.
+        require_complete: Refuse a collection whose manifest does not say it finished, or that
+            lacks one of its shards.
+
+    Raises:
+        FileNotFoundError: No collection at `root`.
+        RuntimeError: An unfinished collection with `require_complete`.
+        CorruptFileError: A damaged shard, or a prompts.jsonl that does not match the manifest;
+            the message names the file and the fix.
 
     Attributes:
         prompts: All prompts, by index.
@@ -142,37 +180,51 @@ class GoldenNoiseDataset(torch.utils.data.Dataset):
         self.manifest = read_manifest(root)
         if require_complete and not self.manifest.get("complete", False):
             raise RuntimeError(f"collection {str(root)!r} is unfinished; rerun the same collect command to finish it")
-        self.prompts = read_prompt_file(self.root / PROMPTS)
+        self.prompts = self._read_prompts()
         self.with_noise = with_noise
         self.latent_shape = tuple(self.manifest["latent_shape"])
         self._shards = list_shards(root)
-        sizes = []
-        for path in self._shards:
-            rows = shard_rows(path)
-            if rows is None:
-                raise RuntimeError(f"shard {path} is unreadable; delete it and rerun collect to regenerate it")
-            sizes.append(rows)
-        self._offsets = torch.tensor([0, *sizes]).cumsum(0)
-        self._handles: dict[int, Any] = {}
-        self.golden: Tensor | None = None
-        self.noise: Tensor | None = None
-        keys = ["prompt_index", "golden", "noise"] if with_noise else ["prompt_index", "golden"]
+        if require_complete and "num_shards" in self.manifest and len(self._shards) != self.manifest["num_shards"]:
+            raise RuntimeError(
+                f"collection {str(root)!r} has {len(self._shards)} of its {self.manifest['num_shards']} shards; "
+                "rerun the same collect command to regenerate the missing ones"
+            )
+        keys = ["prompt_index"]
         if in_memory:
-            columns = self._read_columns(keys)
-            self.golden, self.noise = columns["golden"], columns.get("noise")
-            self.prompt_index = columns["prompt_index"]
-        else:
-            self.prompt_index = self._read_columns(["prompt_index"])["prompt_index"]
+            keys += ["golden", "noise"] if with_noise else ["golden"]
+        parts: dict[str, list[Tensor]] = {key: [] for key in keys}
+        for path in self._shards:
+            shard = read_shard(path)  # verifies the checksum
+            for key in keys:
+                parts[key].append(shard[key])
+        columns = self._concatenate(parts)
+        self._offsets = torch.tensor([0, *(len(part) for part in parts["prompt_index"])]).cumsum(0)
+        self._handles: dict[int, Any] = {}
+        self.golden: Tensor | None = columns.get("golden")
+        self.noise: Tensor | None = columns.get("noise")
+        self.prompt_index = columns["prompt_index"]
         if len(self.prompt_index) and int(self.prompt_index.max()) >= len(self.prompts):
             raise RuntimeError(f"collection {str(root)!r}: a shard refers to a prompt beyond prompts.jsonl")
 
-    def _read_columns(self, keys: list[str]) -> dict[str, Tensor]:
-        """Concatenates the given tensors of every shard (prompt_index as int64, the rest float32)."""
-        parts: dict[str, list[Tensor]] = {key: [] for key in keys}
-        for path in self._shards:
-            with safe_open(str(path), framework="pt") as handle:
-                for key in keys:
-                    parts[key].append(handle.get_tensor(key))
+    def _read_prompts(self) -> list[str]:
+        """prompts.jsonl, checked against the manifest's prompt count and checksum (when recorded)."""
+        path = self.root / PROMPTS
+        fix = "rerun the same collect command to rewrite it"
+        try:
+            prompts = read_prompt_file(path)
+        except ValueError as error:
+            raise CorruptFileError(path, str(error), fix) from error
+        expected = self.manifest.get("num_prompts")
+        settings = self.manifest.get("settings")
+        recorded = settings.get("prompts_sha256") if isinstance(settings, dict) else None
+        if (expected is not None and len(prompts) != expected) or (recorded is not None and prompts_sha256(prompts) != recorded):
+            raise CorruptFileError(
+                path, f"its {len(prompts)} prompts do not match the manifest's {expected} and their checksum", fix
+            )
+        return prompts
+
+    def _concatenate(self, parts: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+        """Concatenates each column's shard tensors (prompt_index as int64, the rest float32)."""
         columns = {}
         for key, values in parts.items():
             if key == "prompt_index":

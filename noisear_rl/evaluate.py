@@ -14,10 +14,12 @@ best-of-n its N generations and rewards) and the noise plus the image generation
 Outputs in --output-dir: results.md (Markdown table), results.csv (one row per source and
 metric), results.json (everything), grid.png (prompts x sources, first seed), bars.png, and
 config.json. Results are stored per (source, seed) in cells/ as soon as they are finished
-(atomically); rerunning the same command skips finished cells, so an interrupted evaluation
-resumes. Cells are keyed by the spec text, the settings and, for a source whose argument is a
-path, the sizes and modification times of the files under it: weights retrained in place are
-evaluated again. Example (the Shapes world):
+(atomically, with a checksum of their content); rerunning the same command skips finished cells,
+so an interrupted evaluation resumes, and recomputes a damaged one. Cells are keyed by the spec
+text, the settings and, for a source whose argument is a path, the sizes and modification times
+of the files under it: weights retrained in place are evaluated again. Every input (specs,
+prompts, the sources' weights) is checked before anything is written; --output-dir must be new,
+empty, or an evaluation's own folder. Example (the Shapes world):
 
     python -m noisear_rl.evaluate --backend shapes --metrics shapes --seeds 0 1 2 \\
         --sources gaussian golden:runs/shapes-npnet erasure-injection \\
@@ -33,26 +35,38 @@ import io
 import json
 import math
 import re
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 from torch import Tensor
 
-from noisear_rl.io import atomic_write, write_json
+from noisear_rl.checks import check_at_least, check_device, check_finite
+from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.io import (
+    CorruptFileError,
+    atomic_write,
+    clear_killed_writes,
+    inspect_output_folder,
+    load_safetensors,
+    save_safetensors,
+    write_json,
+)
 from noisear_rl.noise_sources import NoiseSource, load_noise_source, parse_spec, source_label
-from noisear_rl.noise_sources.base import encode_on_cpu
+from noisear_rl.noise_sources.base import check_spec, encode_on_cpu
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
-from noisear_rl.reward_models import RewardModel, load_reward
+from noisear_rl.pipelines.factory import check_backend_name
+from noisear_rl.reward_models import RewardModel, check_reward_spec, load_reward
 from noisear_rl.reward_models.clip_rewards import as_dtype
 from noisear_rl.seeds import derive_seed
 
 CELL_FORMAT = "noisear-rl evaluation cell v1"
+CONFIG_FILE = "config.json"
 GRID_MAX_SIDE = 256  # grid images are stored downscaled to at most this many pixels a side
 
 
@@ -130,6 +144,11 @@ def evaluate(
         rewards: Already-built reward models by metric name, instead of loading `config.metrics`.
     """
     _check_config(config)
+    if backend is None:
+        check_backend_name(config.backend)
+    for metric in config.metrics:
+        if metric not in (rewards or {}):
+            check_reward_spec(metric)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     output_dir = Path(config.output_dir)
@@ -139,18 +158,30 @@ def evaluate(
         raise ValueError(f"sources {duplicates} appear more than once; give each a distinct `?label=NAME`")
     prompts = load_prompts(config)
     grid_rows = _grid_rows(len(prompts), config.grid_prompts)
-    write_json(output_dir / "config.json", asdict(config) | {"labels": labels, "num_prompts_used": len(prompts)})
+    inspect_output_folder(
+        output_dir, CONFIG_FILE, lambda record: isinstance(record, dict) and {"sources", "metrics", "labels"} <= set(record),
+        "evaluation", "choose a new or empty --output-dir",
+    )
     settings = _settings(config, prompts)
     todo = [
         (spec, label, seed)
         for spec, label in zip(config.sources, labels)
         for seed in config.seeds
-        if config.overwrite or read_cell(_cell_path(output_dir, label, seed), _identity(settings, spec, seed)) is None
+        if config.overwrite or _stored_cell(_cell_path(output_dir, label, seed), _identity(settings, spec, seed)) is None
     ]
+    reward_models: dict[str, RewardModel] = {}
     if todo:  # a finished evaluation only rewrites its tables: nothing to load
         backend = backend if backend is not None else _load_backend(config)
         given = rewards or {}
         reward_models = {m: (given[m] if m in given else load_reward(m)).to(backend.device) for m in config.metrics}
+        for spec in dict.fromkeys(spec for spec, _, _ in todo):  # each source loads (so is checked) before any work
+            load_noise_source(spec, backend=backend, reward=reward_models[config.metrics[0]])
+
+    # Everything is checked: only now is --output-dir written.
+    output_dir.mkdir(parents=True, exist_ok=True)
+    clear_killed_writes(output_dir)
+    write_json(output_dir / CONFIG_FILE, asdict(config) | {"labels": labels, "num_prompts_used": len(prompts)})
+    if todo:
         run_cells(todo, config, backend, reward_models, prompts, settings, grid_rows)
 
     cells = {
@@ -322,25 +353,42 @@ def _files_fingerprint(argument: str | None) -> str | None:
 
 
 def write_cell(path: Path, cell: Cell, identity: str) -> None:
-    """Stores a finished cell atomically (safetensors: metric columns, grid images; JSON metadata)."""
-    tensors = {f"metric/{column}": values.contiguous() for column, values in cell.values.items()}
-    tensors["grid_images"] = cell.grid_images.contiguous()
+    """Stores a finished cell atomically (safetensors: metric columns, grid images; JSON metadata;
+    a checksum of it all)."""
+    tensors = {f"metric/{column}": values for column, values in cell.values.items()}
+    tensors["grid_images"] = cell.grid_images
     metadata = {"identity": identity, "timing": json.dumps(cell.timing), "columns": json.dumps(list(cell.values))}
-    data = save(tensors, metadata=metadata)
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    save_safetensors(path, tensors, metadata)
 
 
 def read_cell(path: Path, identity: str) -> Cell | None:
-    """The stored cell at `path` if it is complete and was computed with `identity`, else None."""
+    """The stored cell at `path` if it was computed with `identity`; None if there is none, or it
+    was computed with other settings.
+
+    Raises:
+        CorruptFileError: The cell is damaged (unreadable, or its content does not match its
+            checksum); the message names it.
+    """
+    if not path.is_file():
+        return None
+    fix = "delete it, or rerun the evaluation, which recomputes it"
+    tensors, metadata = load_safetensors(path, fix)
+    if metadata.get("identity") != identity:
+        return None
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("identity") != identity:
-                return None
-            columns = json.loads(metadata["columns"])
-            values = {column: handle.get_tensor(f"metric/{column}") for column in columns}
-            return Cell(values, handle.get_tensor("grid_images"), json.loads(metadata["timing"]))
-    except (OSError, SafetensorError, KeyError, ValueError):
+        columns = json.loads(metadata["columns"])
+        values = {column: tensors[f"metric/{column}"] for column in columns}
+        return Cell(values, tensors["grid_images"], json.loads(metadata["timing"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise CorruptFileError(path, f"incomplete: {type(error).__name__} {error}", fix) from error
+
+
+def _stored_cell(path: Path, identity: str) -> Cell | None:
+    """`read_cell`, with a damaged cell reported and treated as missing (it is recomputed)."""
+    try:
+        return read_cell(path, identity)
+    except CorruptFileError as error:
+        print(f"note: {path} is damaged ({error.reason}); recomputing it", file=sys.stderr)
         return None
 
 
@@ -556,6 +604,7 @@ def _grid_rows(num_prompts: int, count: int) -> list[int]:
 
 
 def _check_config(config: EvaluateConfig) -> None:
+    """Checks the settings that need no model or file: counts, ranges, names and specs, the device."""
     if not config.sources:
         raise ValueError("give at least one noise source (--sources gaussian ...)")
     if not config.metrics:
@@ -564,21 +613,27 @@ def _check_config(config: EvaluateConfig) -> None:
         raise ValueError("give at least one seed (--seeds 0 1 2)")
     if len(set(config.seeds)) != len(config.seeds):
         raise ValueError(f"seeds must be distinct, got {config.seeds}")
-    if config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
-    if config.num_prompts is not None and config.num_prompts < 1:
-        raise ValueError(f"num_prompts must be >= 1, got {config.num_prompts}")
+    check_at_least(config, 1, ("batch_size", "num_prompts", "num_inference_steps", "threads"))
+    check_at_least(config, 0, ("grid_prompts",))
+    check_finite(config, ("guidance_scale",), minimum=0.0)
+    check_device(config.device)
+    for spec in config.sources:
+        check_spec(spec)
 
 
-def main() -> None:
-    """CLI entry point: `python -m noisear_rl.evaluate --help`."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: `python -m noisear_rl.evaluate --help`; returns the exit status (2 after an error)."""
+    return run_command(_command, argv)
+
+
+def _command(argv: list[str]) -> None:
     import tyro
 
-    config = tyro.cli(EvaluateConfig, description=__doc__)
+    config = tyro.cli(EvaluateConfig, args=argv, prog="python -m noisear_rl.evaluate", description=f"{__doc__}\n{DEBUG_HELP}")
     summary = evaluate(config)
     print((Path(config.output_dir) / "results.md").read_text(), end="")
     print(f"tables, grid and plot in {config.output_dir} ({len(summary['results'])} sources)")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

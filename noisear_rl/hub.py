@@ -9,6 +9,7 @@ files, and the two ways to provide them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -20,16 +21,22 @@ class WeightsUnavailableError(OSError):
     """Weights could be found neither locally nor on (or in the cache of) the hub."""
 
 
-def is_local_path(name_or_path: str | os.PathLike[str]) -> bool:
-    """True when `name_or_path` names an existing file or folder, or is written as a path.
+def looks_like_hub_id(name_or_path: str | os.PathLike[str]) -> bool:
+    """True when `name_or_path` is written as a Hugging Face Hub repo id, "owner/name"."""
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+", os.fspath(name_or_path)) is not None
 
-    A string such as "./ckpt", "/data/clip" or "~/clip" is a path even if it does not exist, so a
-    typo gives "no such path" rather than a failed hub lookup.
+
+def is_local_path(name_or_path: str | os.PathLike[str]) -> bool:
+    """True when `name_or_path` names an existing file or folder, or is not written as a hub id.
+
+    A string such as "./ckpt", "/data/clip", "~/clip" or "weights" is a path even if it does not
+    exist, so a typo gives "no such path" rather than a failed hub lookup; only "owner/name"
+    that does not exist here is looked up on the hub.
     """
     text = os.fspath(name_or_path)
     if os.path.exists(os.path.expanduser(text)):
         return True
-    return text.startswith(("/", "./", "../", "~", "\\")) or text.count("/") > 1 or os.path.isabs(text)
+    return text.startswith(("./", "../", "~", "\\")) or os.path.isabs(text) or not looks_like_hub_id(text)
 
 
 def missing_weights_message(what: str, repo_id: str, files: Sequence[str], argument: str, reason: str) -> str:
@@ -52,8 +59,7 @@ def missing_weights_message(what: str, repo_id: str, files: Sequence[str], argum
 def _check_local(path: Path, what: str, argument: str) -> Path:
     if not path.exists():
         raise WeightsUnavailableError(
-            f"the {what} path {str(path)!r} (given as `{argument}`) does not exist; pass an existing "
-            f"local folder/file or a Hugging Face Hub id"
+            f"the {what} path {str(path)!r} (given as `{argument}`) does not exist; pass an existing local folder or file"
         )
     return path
 

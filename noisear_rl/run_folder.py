@@ -13,11 +13,16 @@ Layout:
 
 Checkpoints hold tensors in safetensors and everything else in JSON (never pickle). Each is
 written into a temporary folder that is renamed into place, so a checkpoint folder that exists
-is complete; a run killed at any moment resumes from its newest one.
+is complete; a run killed at any moment resumes from its newest one. The tensors file's metadata
+holds a checksum of its tensors and of state.json, verified on load: a damaged or edited
+checkpoint is an error that names it.
+
+A run is written only into a new or empty folder, or resumed in its own (`inspect_run_folder`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -26,16 +31,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from noisear_rl.io import atomic_folder, atomic_write, write_json
+from noisear_rl.io import (
+    CorruptFileError,
+    atomic_folder,
+    atomic_write,
+    clear_killed_writes,
+    inspect_output_folder,
+    load_safetensors,
+    read_json,
+    save_safetensors,
+    write_json,
+)
 
 CHECKPOINTS = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
+STATE_CHECKSUM = "state.json sha256"
+"""The tensors file's metadata key holding the checksum of the checkpoint's state.json."""
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
 
 
 class CheckpointError(RuntimeError):
@@ -97,20 +114,25 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     """Writes `state` as `checkpoints/step-{step}` atomically and deletes all but the newest `keep`."""
     target = Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
     tree, tensors = flatten_state(state)
+    state_text = json.dumps({"step": step, "state": tree}, indent=1) + "\n"
     with atomic_folder(target) as tmp:  # a resumed run may write the same step again
-        save_file(tensors, str(tmp / TENSORS_FILE))
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step, "state": tree}, indent=1) + "\n")
+        (tmp / STATE_FILE).write_text(state_text)
+        save_safetensors(tmp / TENSORS_FILE, tensors, {STATE_CHECKSUM: _sha256(state_text)})
     for old in checkpoint_dirs(run_dir)[: -max(1, keep)]:
         shutil.rmtree(old)
     return target
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def load_checkpoint(path: str | Path) -> tuple[int, dict[str, Any]]:
-    """Reads a checkpoint folder; returns (step, state).
+    """Reads a checkpoint folder and verifies its checksums; returns (step, state).
 
     Raises:
-        CheckpointError: The folder or one of its files is missing or unreadable; the message
-            says how to go on.
+        CheckpointError: The folder or one of its files is missing, unreadable, or does not match
+            its checksum (damaged or edited); the message says what to delete to go on.
     """
     path = Path(path)
     fix = (
@@ -123,12 +145,20 @@ def load_checkpoint(path: str | Path) -> tuple[int, dict[str, Any]]:
         if not (path / name).is_file():
             raise CheckpointError(f"checkpoint {path} is incomplete ({name} missing); {fix}")
     try:
-        tensors = load_file(str(path / TENSORS_FILE))
-        record = json.loads((path / STATE_FILE).read_text())
+        tensors, metadata = load_safetensors(path / TENSORS_FILE, fix)
+        state_text = (path / STATE_FILE).read_text(encoding="utf-8")
+        if STATE_CHECKSUM in metadata and metadata[STATE_CHECKSUM] != _sha256(state_text):
+            raise CorruptFileError(path / STATE_FILE, "its content does not match its checksum", fix)
+        record = json.loads(state_text)
         step, tree = int(record["step"]), record["state"]
         state = unflatten_state(tree, tensors)
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
+    except CorruptFileError as error:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({error.path.name}: {error.reason}); {fix}") from error
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt ({type(error).__name__}: {error}); {fix}") from error
+    named = _CHECKPOINT_NAME.match(path.name)
+    if named and int(named.group(1)) != step:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({STATE_FILE} says step {step}); {fix}")
     return step, state
 
 
@@ -146,36 +176,84 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     return found[-1]
 
 
+def inspect_run_folder(run_dir: str | Path) -> dict[str, Any] | None:
+    """The stored settings (config.json) of the run in `run_dir`; None for a new or empty folder.
+
+    Raises:
+        FileExistsError: `run_dir` holds other things (a user's files, another command's output).
+        CorruptFileError: Its config.json is not readable JSON.
+    """
+    return inspect_output_folder(run_dir, CONFIG_FILE, _is_run_config, "training run", "choose a new or empty --output-dir")
+
+
+def _is_run_config(record: Any) -> bool:
+    """Whether a config.json record is a training run's (what `train` writes)."""
+    return isinstance(record, dict) and isinstance(record.get("run"), dict) and isinstance(record.get("algorithm"), dict)
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The summary of a finished run (summary.json, written last), or None while it is unfinished.
+
+    Raises:
+        CorruptFileError: summary.json is not readable JSON.
+    """
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    fix = f"delete it and rerun with --resume to redo the final evaluation of {run_dir}"
+    summary = read_json(path, fix)
+    if not isinstance(summary, dict):
+        raise CorruptFileError(path, "not a summary", fix)
+    return summary
+
+
 # ------------------------------------------------------------------------------ the folder
 class RunFolder:
     """Writes a run's artefacts (call from the main process only).
 
+    Opening it removes what writes killed mid-way left in it (temporary files and folders).
+
     Args:
-        root: The run folder (created if missing).
-        resume_step: When resuming from a checkpoint at this iteration: metrics logged after it
-            are dropped (they are logged again), in the JSONL file and in TensorBoard.
+        root: The run folder (created if missing); new, empty, or this run's own.
+        resume_step: When resuming from a checkpoint at this iteration: what was logged after it
+            is dropped (it is logged again), in the JSONL file and in TensorBoard; one record per
+            iteration is kept (the checkpoint's iteration logged once before it was written; a
+            second record of it is the final evaluation, which is redone). None: a start from
+            scratch, which drops every earlier metric.
         tensorboard: Also write TensorBoard event files.
+        config: The run's settings, written to config.json before anything else (so that a
+            folder holding anything of a run holds its config.json); None keeps the stored one.
     """
 
-    def __init__(self, root: str | Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+    def __init__(
+        self, root: str | Path, resume_step: int | None = None, tensorboard: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        clear_killed_writes(self.root)
+        if config is not None:
+            self.write_config(config)
         self.metrics_path = self.root / "metrics.jsonl"
         if resume_step is None:
             self.metrics_path.unlink(missing_ok=True)
         else:
-            kept = [r for r in self.read_metrics() if r.get("iteration", 0) <= resume_step]
-            lines = "".join(json.dumps(r) + "\n" for r in kept)
+            kept: dict[int, dict[str, Any]] = {}
+            for record in self.read_metrics():
+                iteration = record.get("iteration", 0)
+                if iteration <= resume_step and iteration not in kept:
+                    kept[iteration] = record
+            lines = "".join(json.dumps(r) + "\n" for r in kept.values())
             atomic_write(self.metrics_path, lambda tmp: tmp.write_text(lines))
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge = None if resume_step is None else resume_step + 1
+            purge = 0 if resume_step is None else resume_step + 1
             self._writer = SummaryWriter(str(self.root / "tensorboard"), purge_step=purge)
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.root / "config.json", config)
+        write_json(self.root / CONFIG_FILE, config)
 
     def log(self, iteration: int, metrics: dict[str, float]) -> None:
         """Appends one JSONL record and the same scalars to TensorBoard."""
@@ -189,9 +267,22 @@ class RunFolder:
             self._writer.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged records; a line a killed append left unfinished (the last) is skipped.
+
+        Raises:
+            CorruptFileError: A line other than the last is not JSON.
+        """
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(json.loads(line))
+            except ValueError as error:
+                if number < len(lines):
+                    raise CorruptFileError(self.metrics_path, f"line {number} is not JSON: {error}", "delete the line") from error
+        return records
 
     def save_image_grid(self, name: str, images: Tensor, captions: list[str], columns: int = 8, scale: int = 4) -> Path:
         """Saves images [N, 3, H, W] in [0, 1] as one captioned PNG grid under images/."""

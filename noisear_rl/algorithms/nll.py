@@ -13,6 +13,7 @@ from typing import Literal
 from torch import Tensor
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, OptimConfig, register_algorithm
+from noisear_rl.checks import check_at_least, check_finite, option_name
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.layers import ResidualStyle
 from noisear_rl.prior.model import NoiseARPrior
@@ -50,6 +51,15 @@ class NLLConfig(OptimConfig):
     """New prior: "pre_norm" or "release" (the public checkpoint's post-norm-like order)."""
     prompt_shift_width: int = 0
     """New prior: width of its prompt-shift pathway (a per-patch mean term read from the prompt alone; 0: none)."""
+
+    def check(self, prefix: str = "") -> None:
+        """The base ranges, the batch, the objective's weight and the new prior's architecture."""
+        super().check(prefix)
+        check_at_least(self, 1, ("batch_size", "patch_size", "d_model", "d_ff", "n_heads", "n_layers"), prefix)
+        check_at_least(self, 0, ("prompt_shift_width",), prefix)
+        check_finite(self, ("recon_weight",), prefix, minimum=0.0)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"{option_name('dropout', prefix)} must be in [0, 1), got {self.dropout!r}")
 
 
 def build_prior(config: NLLConfig, latent_shape: tuple[int, int, int], cond_dim: int) -> NoiseARPrior:

@@ -18,6 +18,7 @@ import torch
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import kl_per_noise, leave_one_out_advantages, reinforce_loss
+from noisear_rl.checks import check_at_least, check_finite
 from noisear_rl.envs.rollout import RolloutBatch
 
 
@@ -42,6 +43,12 @@ class ReinforceConfig(RolloutConfig):
     summed over the noise like the log-probs (0: none, no reference kept). The policy gradient
     alone keeps pushing along its estimate; the term bounds how far the prior moves
     (`benchmarks/rl_headroom.py` fits its mean shifts this way)."""
+
+    def check(self, prefix: str = "") -> None:
+        """The rollout ranges and REINFORCE's own (passes, minibatches, KL weight)."""
+        super().check(prefix)
+        check_at_least(self, 1, ("epochs", "minibatch_size"), prefix)
+        check_finite(self, ("kl_coef",), prefix, minimum=0.0)
 
 
 @register_algorithm("reinforce")

@@ -23,9 +23,14 @@ class NoiseEnv(gym.Env):
     of the image denoised by the frozen pipeline, and the episode terminates. `info` carries the
     prompt, the reward details and components, and with `return_image=True` the image [3, H, W].
 
-    `reset(seed=..., options={"prompt": "..."})` uses the given prompt, else draws one from the
-    prompt source with the env's seeded generator. See `NoiseWorld` for the constructor arguments;
-    `return_image` and `render_mode` ("rgb_array") are the env's own.
+    `reset(seed=..., options={"prompt": "..."})` uses the given prompt, else (no "prompt" in the
+    options) draws one from the prompt source with the env's seeded generator. A given prompt must
+    be a non-empty string, and for an embedded world a prompt of its language (checked here, so a
+    bad prompt fails in `reset`, not at the last step). See `NoiseWorld` for the constructor
+    arguments; `return_image` and `render_mode` ("rgb_array") are the env's own.
+
+    Errors leave the env usable: a failed `reset` or a failed last step ends the episode (`step`
+    then says to call `reset()`), and a rejected action changes nothing.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
@@ -73,13 +78,14 @@ class NoiseEnv(gym.Env):
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._terminated = True  # until this reset succeeds, there is no episode to step
         super().reset(seed=seed)
-        options = options or {}
-        unknown = set(options) - {"prompt"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['prompt']")
-        prompt = options.get("prompt") or self.world.sample_prompts(1, self.np_random)[0]
-        self.cond = self.world.encode([prompt])  # validates the prompt before anything changes
+        options = self.world.check_options(options, "prompt")
+        if "prompt" in options:
+            prompt = self.world.check_prompt(options["prompt"], "options['prompt']")
+        else:
+            prompt = self.world.sample_prompts(1, self.np_random)[0]
+        self.cond = self.world.encode([prompt])
         self.prompt = prompt
         self._patches[:] = 0
         self._num_done = 0
@@ -97,9 +103,9 @@ class NoiseEnv(gym.Env):
         if self._num_done < self.world.num_patches:
             return self._observation(), 0.0, False, False, info
         assert self.cond is not None and self.prompt is not None
+        self._terminated = True  # the episode ends here, scored or not
         noise = self.world.patches_to_noise(self._patches[None])
         scored = self.world.score(noise, self.cond, [self.prompt], seed=int(self.np_random.integers(2**31)))
-        self._terminated = True
         self._image = (scored.images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         info.update({k: v[0].item() for k, v in scored.details.items()})
         if self.return_image:

@@ -23,9 +23,12 @@ class NoiseVectorEnv(VectorEnv):
     the last patch arrives. Autoreset follows Gymnasium's default NEXT_STEP mode: the step after
     the episodes end resets them (its actions are ignored, its rewards are 0).
 
-    `reset(seed=..., options={"prompts": [...N prompts...]})` uses the given prompts, else draws
-    N from the prompt source. After the last step, `last_episode` (a `FinishedEpisodes`) holds the
-    prompts, condition, noise, images, rewards and reward details of the finished episodes. Infos hold numbers only
+    `reset(seed=..., options={"prompts": [...N prompts...]})` uses the given prompts (each checked
+    as `NoiseEnv.reset` checks its prompt), else (no "prompts" in the options) draws N from the
+    prompt source. A failed `reset` or a failed last step ends the episodes: `step` then says to
+    call `reset()`; a rejected action changes nothing. After the last step, `last_episode` (a
+    `FinishedEpisodes`) holds the prompts, condition, noise, images, rewards and reward details of
+    the finished episodes. Infos hold numbers only
     (reward details, and images with `return_image=True`) so that
     `gymnasium.wrappers.vector.NumpyToTorch` can convert them; the prompts are `self.prompts`.
     """
@@ -80,18 +83,21 @@ class NoiseVectorEnv(VectorEnv):
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._started = False  # until this reset succeeds, there are no episodes to step
         super().reset(seed=seed)
-        options = options or {}
-        unknown = set(options) - {"prompts"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; valid: ['prompts']")
-        prompts = options.get("prompts")
-        if prompts is None:
+        options = self.world.check_options(options, "prompts")
+        if "prompts" in options:
+            given = options["prompts"]
+            if not isinstance(given, (list, tuple)) or len(given) != self.num_envs:
+                raise ValueError(
+                    f"options['prompts'] must be a list of {self.num_envs} prompts, got {type(given).__name__} "
+                    f"{given!r:.80}; leave 'prompts' out of the options to draw random prompts"
+                )
+            prompts = [self.world.check_prompt(p, f"options['prompts'][{i}]") for i, p in enumerate(given)]
+        else:
             prompts = self.world.sample_prompts(self.num_envs, self.np_random)
-        if isinstance(prompts, str) or len(prompts) != self.num_envs:
-            raise ValueError(f"options['prompts'] must be a list of {self.num_envs} prompts")
-        self.cond = self.world.encode(list(prompts))
-        self.prompts = list(prompts)
+        self.cond = self.world.encode(prompts)
+        self.prompts = prompts
         self._patches[:] = 0
         self._num_done = 0
         self._started = True
@@ -113,9 +119,11 @@ class NoiseVectorEnv(VectorEnv):
         if self._num_done < self.world.num_patches:
             return self._observation(), zeros, false, false.copy(), infos
         assert self.cond is not None
+        self._started = False  # the episodes end here: if scoring fails, there is nothing left to step
         noise = self.world.patches_to_noise(self._patches)
         scored = self.world.score(noise, self.cond, self.prompts, seed=int(self.np_random.integers(2**31)))
         self.last_episode = scored
+        self._started = True
         self._autoreset = True
         for key, value in scored.details.items():
             infos[key] = value.numpy()

@@ -26,6 +26,8 @@ except for the text options `label`, `reward` and `path`, which stay as written
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,11 +186,31 @@ def load_noise_source(spec: str | SourceSpec, backend: DiffusionBackend, **conte
         TypeError: An option the source does not take (the message lists the ones it does), or
             an ARGUMENT for a source without one.
     """
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    cls, options = check_spec(parsed)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "backend")]
+    kwargs = {key: value for key, value in context.items() if key in accepted} | options
+    source = cls(backend=backend, **kwargs)
+    source.name = source_label(parsed)
+    return source
+
+
+def check_spec(spec: str | SourceSpec) -> tuple[type[NoiseSource], dict[str, Any]]:
+    """Checks a spec without building its source: a known name, an ARGUMENT only for a source
+    that takes one, and options the source takes, each of the type its constructor declares.
+
+    Returns:
+        (the source class, its constructor options from the spec; `label` left out).
+
+    Raises:
+        KeyError: Unknown source name (the message lists the valid ones).
+        TypeError: An option the source does not take, an ARGUMENT for a source without one, or
+            a value of the wrong type (`best-of-n:abc`, `?temperature=abc`).
+    """
     _import_builtins()
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     cls = NOISE_SOURCES.get(parsed.name)
-    parameters = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in parameters if p not in ("self", "backend")]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "backend")]
     options = dict(parsed.options)
     options.pop("label", None)
     if parsed.argument is not None:
@@ -201,10 +223,50 @@ def load_noise_source(spec: str | SourceSpec, backend: DiffusionBackend, **conte
             f"noise source {parsed.name!r} has no option(s) {unknown}; it takes {accepted + ['label']} "
             f"(spec {parsed.text!r})"
         )
-    kwargs = {key: value for key, value in context.items() if key in accepted} | options
-    source = cls(backend=backend, **kwargs)
-    source.name = source_label(parsed)
-    return source
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in options.items():
+        if key in hints and not _accepts(hints[key], value):
+            raise TypeError(
+                f"noise source {parsed.name!r}: {key}={value!r} must be {_describe(hints[key])} (spec {parsed.text!r})"
+            )
+    return cls, options
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether a spec value fits a constructor's type hint (int, float, bool, str, None, tuples,
+    unions of them; a class by isinstance; anything else is left to the constructor)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(arg, value) for arg in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_accepts(args[0], item) for item in value)
+        return len(args) == len(value) and all(_accepts(a, item) for a, item in zip(args, value))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in words: `int | None` -> "int or None"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if typing.get_origin(hint) is tuple:
+        return "a comma-separated list"
+    return getattr(hint, "__name__", str(hint))
 
 
 def encode_on_cpu(backend: DiffusionBackend, prompts: list[str], chunk: int = 256) -> Condition:

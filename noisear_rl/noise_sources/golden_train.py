@@ -15,18 +15,21 @@ it in `python -m noisear_rl.evaluate`. Example (the Shapes world):
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from noisear_rl.cli import DEBUG_HELP, run_command
 from noisear_rl.data import GoldenNoiseDataset
 from noisear_rl.noise_sources.base import encode_on_cpu
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
 from noisear_rl.pipelines.base import DiffusionBackend
-from noisear_rl.io import save_pretrained_atomically
+from noisear_rl.io import check_model_folder, save_pretrained_atomically
 from noisear_rl.schedules import warmup_cosine
 
 
@@ -84,6 +87,7 @@ def train_golden_network(
     Returns:
         (the trained network, the log records).
     """
+    check_model_folder(config.output_dir)  # before any work: the network is saved there
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     if backend is None:
@@ -168,12 +172,19 @@ def _save(network: NoisePromptNetwork, config: GoldenTrainConfig, records: list[
     save_pretrained_atomically(network, config.output_dir, extras)
 
 
-def main() -> None:
-    """CLI entry point: `python -m noisear_rl.noise_sources.golden_train --help`."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: `python -m noisear_rl.noise_sources.golden_train --help`; returns the exit
+    status (2 after an error)."""
     import tyro
 
-    train_golden_network(tyro.cli(GoldenTrainConfig, description=__doc__))
+    return run_command(
+        lambda arguments: train_golden_network(tyro.cli(
+            GoldenTrainConfig, args=arguments, prog="python -m noisear_rl.noise_sources.golden_train",
+            description=f"{__doc__}\n{DEBUG_HELP}",
+        )),
+        argv,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

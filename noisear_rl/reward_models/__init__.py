@@ -5,12 +5,13 @@ function `fn(images, prompts) -> Tensor[B]`; load one with `load_reward("name", 
 """
 
 from noisear_rl.reward_models.base import RewardModel, RewardOutput, check_images
-from noisear_rl.reward_models.registry import list_rewards, load_reward, register_reward
+from noisear_rl.reward_models.registry import check_reward_spec, list_rewards, load_reward, register_reward
 
 __all__ = [
     "RewardModel",
     "RewardOutput",
     "check_images",
+    "check_reward_spec",
     "list_rewards",
     "load_reward",
     "register_reward",

@@ -81,6 +81,25 @@ def load_reward(name: str, **kwargs: Any) -> RewardModel:
     raise TypeError(f"reward {name!r} is registered as {entry!r}, which is neither a RewardModel nor a function")
 
 
+def check_reward_spec(spec: str) -> None:
+    """Checks a reward name or composite spec without building any model (nothing is loaded).
+
+    Raises:
+        ValueError: A malformed spec (empty, a term without a name, a weight that is not a finite
+            number, a name given twice).
+        KeyError: An unknown reward name; the message lists the valid names.
+    """
+    from noisear_rl.reward_models.composite import parse_reward_spec
+
+    _import_builtins()
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"empty reward spec {spec!r}; give a reward name or e.g. 'imagereward:1.0,pickscore:0.5'")
+    names = [term.name for term in parse_reward_spec(spec)] if (":" in spec or "," in spec) else [spec]
+    for name in names:
+        if name not in REWARDS:
+            raise KeyError(f"unknown reward {name!r} in spec {spec!r}; valid names: {', '.join(list_rewards())}")
+
+
 def _import_builtins() -> None:
     """Imports the modules whose decorators register the built-in rewards."""
     import noisear_rl.reward_models.builtins  # noqa: F401
