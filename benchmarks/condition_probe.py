@@ -3,17 +3,17 @@
 The RL headroom (`rl_headroom.py`) is in shifts that bind each object's colour and shape to its
 position; shifts from the words alone (bag of words) do not help. A prior can learn such shifts
 from a few thousand rollouts only if the binding is easy to read from its inputs. This fits ridge
-probes on the 272 training prompts and scores them on the 160 two-object evaluation prompts
+probes on the world's training prompts and scores them on its two-object evaluation prompts
 (none seen in fitting), for three feature sets: the condition mean-pooled over tokens, the
-condition flattened, and the shipped prior's mean-head input (teacher-forced on its own samples,
-averaged over a prompt's noises, flattened over patches). Two targets: the words (which colours,
+condition flattened, and (when a prior is shipped or given) the prior's mean-head input
+(teacher-forced on its own samples, averaged over a prompt's noises, flattened over patches). Two targets: the words (which colours,
 shapes and positions a prompt names) and the bindings (`attribute_keys`: its (colour, position)
 and (shape, position) pairs). The score is recall at k: the share of a prompt's true labels among
 its k best-scored ones (k = its number of labels); "chance" is the same probe fitted to labels
 permuted across training prompts, and a last row gives the bindings' recall when the words are
 known exactly and each named attribute is paired with a named position at random.
 
-    python benchmarks/condition_probe.py [--noises 4] [--ridge 10]
+    python benchmarks/condition_probe.py [--noises 4] [--ridge 10] [--model DIR] [--prior DIR]
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from torch import Tensor
 from noisear_rl import NoiseARPrior
 from noisear_rl.pipelines import load_backend
 from noisear_rl.pipelines.base import Condition
-from noisear_rl.pipelines.shapes import evaluation_prompts, training_prompts
-from noisear_rl.pipelines.shapes.world import attribute_keys, parse_prompt
-from noisear_rl.prior.shipped import shipped_shapes_prior_path
+from noisear_rl.worlds.shapes import WORLD, evaluation_prompts, training_prompts
+from noisear_rl.worlds.shapes.probe import indicators, recall_at_k, ridge_probe
+from noisear_rl.worlds.shapes.world import attribute_keys, parse_prompt
 
 
 def words(prompt: str) -> list[str]:
@@ -38,44 +38,19 @@ def words(prompt: str) -> list[str]:
     return sorted({word for obj in parse_prompt(prompt) for word in (obj.colour, obj.shape, obj.position)})
 
 
-def indicators(prompts: list[str], labels_of: Callable[[str], list]) -> tuple[Tensor, list]:
-    """[N, num_labels] 0/1 matrix of each prompt's labels, and the labels (every label seen) by column."""
-    present = [set(labels_of(prompt)) for prompt in prompts]
-    labels = sorted(set().union(*present))
-    return torch.tensor([[float(label in row) for label in labels] for row in present]), labels
-
-
-def recall_at_k(scores: Tensor, truth: Tensor) -> float:
-    """Mean over rows of the share of true labels among the row's k best scores (k = its true count)."""
-    recalls = []
-    for row_scores, row_truth in zip(scores, truth):
-        k = int(row_truth.sum())
-        recalls.append(float(row_truth[row_scores.topk(k).indices].sum()) / k)
-    return sum(recalls) / len(recalls)
-
-
-def ridge_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, ridge: float) -> Tensor:
-    """Scores of a ridge regression from standardised features (fitted on train) for test rows."""
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-
-    def design(x: Tensor) -> Tensor:
-        return torch.cat([(x - mean) / std, torch.ones(len(x), 1)], dim=1).double()
-
-    a = design(train_x)
-    weights = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype), a.T @ train_y.double())
-    return (design(test_x) @ weights).float()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noises", type=int, default=4, help="prior samples per prompt for its features")
     parser.add_argument("--ridge", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=None, help="a Shapes pipeline folder (default: the shipped weights)")
+    parser.add_argument("--prior", default=None, help="a prior folder (default: the shipped one, if any)")
     args = parser.parse_args()
     started = time.perf_counter()
 
-    backend = load_backend("shapes")
-    prior = NoiseARPrior.from_pretrained(shipped_shapes_prior_path()).eval()
+    backend = load_backend("shapes", model=args.model)
+    prior_path = args.prior or (WORLD.prior if (WORLD.prior / "config.json").is_file() else None)
+    prior = NoiseARPrior.from_pretrained(str(prior_path)).eval() if prior_path else None
     train = training_prompts()
     test = [prompt for prompt in evaluation_prompts() if len(parse_prompt(prompt)) == 2]
 
@@ -95,7 +70,7 @@ def main() -> None:
     features: dict[str, Callable[[Condition], Tensor]] = {
         "condition, mean over tokens": lambda cond: cond.embeds.mean(1),
         "condition, flattened": lambda cond: cond.embeds.flatten(1),
-        "prior's mean-head input": prior_features,
+        **({"prior's mean-head input": prior_features} if prior is not None else {}),
     }
     train_cond, test_cond = backend.encode(train), backend.encode(test)
     targets = {name: indicators(train + test, labels_of) for name, labels_of in (("words", words), ("bindings", attribute_keys))}

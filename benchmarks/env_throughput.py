@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.num_envs
-    venv = gym.make_vec("NoiseAR-Shapes-v0", num_envs=n, vectorization_mode="vector_entry_point")
+    venv = gym.make_vec("NoiseAR-Shapes-v1", num_envs=n, vectorization_mode="vector_entry_point")
     env = venv.unwrapped
     world = env.world
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from noisear_rl.data import GoldenNoiseDataset
-from noisear_rl.pipelines.shapes.world import attribute_means
+from noisear_rl.worlds.shapes.world import attribute_means
 
 
 def main() -> None:

@@ -24,12 +24,11 @@ import torch
 from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms.nll import NLLConfig, build_prior
 from noisear_rl.noise_sources import NoiseSource, load_noise_source
-from noisear_rl.noise_sources.golden import SHAPES_NPNET
+from noisear_rl.worlds.shapes import WORLD
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
-from noisear_rl.pipelines.shapes import ShapesBackend, build_shapes_pipeline, evaluation_prompts
-from noisear_rl.pipelines.shapes.pipeline import DEFAULT_WEIGHTS
+from noisear_rl.worlds.shapes import ShapesBackend, build_shapes_pipeline, evaluation_prompts
+from noisear_rl.worlds.shapes.pipeline import DEFAULT_WEIGHTS
 from noisear_rl.reward_models import load_reward
-from noisear_rl.prior.shipped import SHAPES_PRIOR
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int) -> float:
@@ -51,14 +50,14 @@ def shapes_backend(model: str | None) -> tuple[ShapesBackend, str]:
 def sources(backend: ShapesBackend, best_of: int) -> tuple[list[NoiseSource], list[str]]:
     notes = []
     reward = load_reward("shapes")
-    if (SHAPES_NPNET / "config.json").is_file():
+    if (WORLD.npnet / "config.json").is_file():
         golden = load_noise_source("golden", backend=backend)
     else:
         c, h, w = backend.latent_shape
         golden = load_noise_source("golden", backend=backend,
                                    network=NoisePromptNetwork(c, h, w, cond_dim=backend.cond_dim))
         notes.append("golden: untrained NPNet of the default size")
-    if (SHAPES_PRIOR / "config.json").is_file():
+    if (WORLD.prior / "config.json").is_file():
         noisear = load_noise_source("noisear", backend=backend)
     else:
         prior = build_prior(NLLConfig(), tuple(backend.latent_shape), backend.cond_dim)
@@ -85,7 +84,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     backend, weights = shapes_backend(args.model)
-    prompts = evaluation_prompts()[:: max(1, 208 // args.batch_size)][: args.batch_size]
+    prompts = evaluation_prompts()[:: max(1, len(evaluation_prompts()) // args.batch_size)][: args.batch_size]
     cond = backend.encode(prompts)
     built, notes = sources(backend, args.best_of)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu, float32; Shapes world: {weights}; "

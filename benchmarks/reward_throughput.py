@@ -72,7 +72,7 @@ def tiny_rewards(workdir: Path) -> dict[str, Callable[[], RewardModel]]:
 
 def prompts_for(n: int) -> list[str]:
     """Prompts of the Shapes world (which every reward here can read)."""
-    from noisear_rl.pipelines.shapes.world import sample_prompts
+    from noisear_rl.worlds.shapes.world import sample_prompts
 
     return sample_prompts(n, seed=0)
 

@@ -46,9 +46,9 @@ from noisear_rl.envs import NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
-from noisear_rl.pipelines.shapes import evaluation_prompts, sample_prompts
-from noisear_rl.pipelines.shapes.world import ATTRIBUTE_KEYS, attribute_keys, attribute_means, scene_tokens
-from noisear_rl.prior.shipped import shipped_shapes_prior_path
+from noisear_rl.worlds.shapes import evaluation_prompts, sample_prompts
+from noisear_rl.worlds.shapes.world import ATTRIBUTE_KEYS, attribute_keys, attribute_means, scene_tokens
+from noisear_rl.worlds.shapes import WORLD
 
 
 def attribute_directions(batch: RolloutBatch, advantages: Tensor) -> dict[tuple[str, str], Tensor]:
@@ -161,9 +161,9 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    venv = gym.make_vec("NoiseAR-Shapes-v0", num_envs=64, vectorization_mode="vector_entry_point")
+    venv = gym.make_vec("NoiseAR-Shapes-v1", num_envs=64, vectorization_mode="vector_entry_point")
     world = venv.unwrapped.world
-    prior = NoiseARPrior.from_pretrained(shipped_shapes_prior_path()).eval()
+    prior = NoiseARPrior.from_pretrained(str(WORLD.prior)).eval()
     pool = evaluation_prompts()
     heldout = evenly_spaced(pool, args.heldout_prompts)
     evaluation = set(pool)

@@ -14,17 +14,19 @@ safetensors, prompts JSONL, manifest).
 
 Shard i always covers the same prompts and draws its noises from a generator seeded by
 (seed, i) alone, so a rerun of the same command regenerates exactly the missing shards, with the
-same content an uninterrupted run would have written. Example:
+same content an uninterrupted run would have written; a shard that fails its checksum is
+regenerated too. Every input is checked before anything is written, and --out must be new,
+empty, or a collection of the same settings (or of other settings, with --overwrite). Example:
 
     python -m noisear_rl.collect --backend shapes --num-prompts 500 --out data/shapes_golden
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,12 +35,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noisear_rl.checks import check_at_least, check_device, check_finite
+from noisear_rl.cli import DEBUG_HELP, run_command
 from noisear_rl.data import (
     MANIFEST,
     PROMPTS,
     SHARD_DIR,
     list_shards,
-    read_manifest,
+    prompts_jsonl,
+    prompts_sha256,
     shard_path,
     shard_rows,
     write_manifest,
@@ -46,7 +51,10 @@ from noisear_rl.data import (
     write_shard,
 )
 from noisear_rl.envs.prompts import prompt_set
+from noisear_rl.io import clear_killed_writes, inspect_output_folder
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.pipelines.factory import check_backend_name, world_info
+from noisear_rl.reward_models import check_reward_spec
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.reward_models.clip_rewards import as_dtype
 
@@ -70,9 +78,9 @@ class CollectConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     """Backend weights/activations dtype (float16 or bfloat16 for SDXL-size models on a GPU)."""
     prompts: str | None = None
-    """Prompt file (one prompt a line, or .jsonl with a "prompt" field), or a named set: "train"
-    (Shapes: the world's 272 prompts outside its evaluation set, which RL trains on), "eval".
-    None: the world's own prompt generator (Shapes: `noisear_rl.pipelines.shapes.sample_prompts`)."""
+    """Prompt file (one prompt a line, or .jsonl with a "prompt" field), or a named set of an
+    embedded world: "train" (its training split), "eval". None: the world's own generator of
+    training-split prompts (Shapes: `noisear_rl.worlds.shapes.sample_prompts`)."""
     num_prompts: int | None = 500
     """Number of prompts: drawn from the world's generator, or the first N of --prompts (None: all)."""
     prompt_seed: int = 0
@@ -87,7 +95,12 @@ class CollectConfig:
     """How a noise becomes golden: "inversion" (denoise-then-invert step, the release's) or
     "selected" (the noise itself, kept when its image's reward exceeds --reward-threshold; needs --reward)."""
     golden_steps: int | None = None
-    """Inference-step count whose first two timesteps the step and the inversion use (None: the backend's)."""
+    """Inference-step count of the schedule the step and the inversion take their timesteps from
+    (None: the backend's)."""
+    golden_procedure: Literal["reference", "clean"] | None = None
+    """Timesteps of the step and the inversion: "reference" (Golden Noise's collection on a DDIM
+    "leading" 50-step schedule; SDXL, DreamShaper, Hunyuan-DiT), "clean" (the backend's own first
+    two timesteps); None: the backend's default (docs/fidelity.md)."""
     num_inference_steps: int | None = None
     """Denoising steps of the backend when generating images for reward filtering (None: its own)."""
     prompts_per_shard: int = 16
@@ -124,16 +137,20 @@ def collect(
         on_shard_done: Called with each shard index right after that shard is on disk.
 
     Raises:
-        ValueError: `config.out` holds a collection made with other settings (and not `overwrite`).
+        ValueError: A setting out of range, an unknown name, a bad prompt; `config.out` holds a
+            collection made with other settings (and not `overwrite`).
+        FileExistsError: `config.out` holds something that is not a collection.
     """
     started = time.perf_counter()
+    _check_config(config)
+    if backend is None:
+        check_backend_name(config.backend)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
-    _check_config(config)
     prompts = _load_prompts(config)
     settings = _settings(config, prompts)
-    _prepare_folder(out, settings, config.overwrite)
+    manifest, replace = _check_folder(out, settings, config.overwrite)
 
     backend = backend if backend is not None else _build_backend(config)
     timesteps = backend.timesteps(config.golden_steps)
@@ -144,8 +161,10 @@ def collect(
 
         reward = load_reward(config.reward).to(config.device)
 
+    # Everything is checked and loaded: only now is --out written.
+    _prepare_folder(out, replace)
     num_shards = math.ceil(len(prompts) / config.prompts_per_shard)
-    manifest = read_manifest(out) if (out / MANIFEST).is_file() else {}
+    manifest = {} if manifest is None or replace else manifest
     manifest.update(
         format=FORMAT,
         settings=settings,
@@ -166,11 +185,18 @@ def collect(
         num_shards=num_shards,
         complete=False,
     )
-    if not (out / PROMPTS).is_file():
+    write_manifest(out, manifest)  # first: a folder holding anything of a collection holds its manifest
+    stored_prompts = (out / PROMPTS).read_bytes() if (out / PROMPTS).is_file() else None
+    if stored_prompts != prompts_jsonl(prompts).encode("utf-8"):  # missing, cut short or edited
         write_prompts(out / PROMPTS, prompts)
-    write_manifest(out, manifest)
+    (out / SHARD_DIR).mkdir(exist_ok=True)
 
-    pending = [i for i in range(num_shards) if shard_rows(shard_path(out, i)) is None]
+    rows = {i: shard_rows(shard_path(out, i)) for i in range(num_shards)}
+    for index, count in rows.items():
+        if count is None and shard_path(out, index).exists():
+            print(f"note: {shard_path(out, index)} is damaged (unreadable, or its content does not match its "
+                  "checksum); regenerating it", file=sys.stderr)
+    pending = [i for i, count in rows.items() if count is None]
     progress = _progress_bar(config, total=num_shards, initial=num_shards - len(pending))
     for index in pending:
         start = index * config.prompts_per_shard
@@ -185,14 +211,17 @@ def collect(
             reward,
         )
         write_shard(shard_path(out, index), tensors, metadata={"shard": str(index), "format": FORMAT})
+        rows[index] = len(tensors["prompt_index"])
         progress.update(1)
         if on_shard_done is not None:
             on_shard_done(index)
     progress.close()
 
-    rows = [shard_rows(path) or 0 for path in list_shards(out)]
     elapsed = time.perf_counter() - started
-    manifest.update(complete=True, num_pairs=sum(rows), num_candidates=len(prompts) * config.noises_per_prompt)
+    manifest.update(
+        complete=True, num_pairs=sum(count or 0 for count in rows.values()),
+        num_candidates=len(prompts) * config.noises_per_prompt,
+    )
     manifest.setdefault("runs", []).append(
         {
             "shards_written": len(pending),
@@ -231,7 +260,9 @@ def _collect_shard(
             golden_parts.append(x_T.cpu())
             reward_parts.append(_selection_rewards(backend, reward, x_T, rows_cond, rows_prompts))
             continue
-        golden = golden_noise(backend, x_T, rows_cond, guidance, config.inversion_guidance_scale, config.golden_steps)
+        golden = golden_noise(
+            backend, x_T, rows_cond, guidance, config.inversion_guidance_scale, config.golden_steps, config.golden_procedure
+        )
         golden_parts.append(golden.cpu())
         if reward is not None:
             reward_parts.append(_rewards(backend, reward, x_T, golden, rows_cond, rows_prompts, generator))
@@ -287,15 +318,19 @@ def _shard_seed(seed: int, index: int) -> int:
 
 
 def _check_config(config: CollectConfig) -> None:
-    for name in ("noises_per_prompt", "prompts_per_shard", "batch_size"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    """Checks the settings that need no model or file: ranges, names, the device."""
+    check_at_least(config, 1, ("noises_per_prompt", "prompts_per_shard", "batch_size", "num_prompts",
+                               "num_inference_steps", "threads"))
+    check_at_least(config, 2, ("golden_steps",))
+    check_finite(config, ("guidance_scale",), minimum=0.0)
+    check_finite(config, ("inversion_guidance_scale", "reward_threshold"))
     if config.golden not in ("inversion", "selected"):
         raise ValueError(f"golden must be 'inversion' or 'selected', got {config.golden!r}")
     if config.golden == "selected" and config.reward is None:
         raise ValueError("--golden selected keeps noises by the reward of their images: pass --reward (e.g. shapes)")
-    if config.num_prompts is not None and config.num_prompts < 1:
-        raise ValueError(f"num_prompts must be >= 1 (or None for all of --prompts), got {config.num_prompts}")
+    check_device(config.device)
+    if config.reward is not None:
+        check_reward_spec(config.reward)
 
 
 def _load_prompts(config: CollectConfig) -> list[str]:
@@ -303,41 +338,56 @@ def _load_prompts(config: CollectConfig) -> list[str]:
     if config.prompts is not None:
         prompts = prompt_set(config.prompts, config.backend)
         return prompts[: config.num_prompts] if config.num_prompts is not None else prompts
-    if config.backend != "shapes":
+    world = world_info(config.backend)
+    if world is None:
         raise ValueError(f"backend {config.backend!r} has no prompt generator of its own; pass --prompts FILE")
     if config.num_prompts is None:
-        raise ValueError("the Shapes prompt generator needs --num-prompts N")
-    from noisear_rl.pipelines.shapes import sample_prompts
-
-    return list(sample_prompts(config.num_prompts, config.prompt_seed))
+        raise ValueError(f"the {world.name} world's prompt generator needs --num-prompts N")
+    return list(world.sample_prompts(config.num_prompts, config.prompt_seed))
 
 
 def _settings(config: CollectConfig, prompts: list[str]) -> dict[str, Any]:
     """Everything that determines the content of the collection (compared when resuming)."""
     settings = {key: value for key, value in asdict(config).items() if key not in _RESUMABLE_CHANGES}
     settings["prompts"] = None if config.prompts is None else str(config.prompts)
-    settings["prompts_sha256"] = hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+    settings["prompts_sha256"] = prompts_sha256(prompts)
     return settings
 
 
-def _prepare_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
-    """Creates `out`, or checks that the collection already there has the same settings."""
-    if (out / MANIFEST).is_file():
-        previous = read_manifest(out).get("settings", {})
-        changed = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
-        if changed and not overwrite:
-            raise ValueError(
-                f"{str(out)!r} holds a collection with other settings ({', '.join(changed)}); "
-                "use another --out, the same settings to resume, or --overwrite to delete it"
-            )
-        if changed:
-            for path in list_shards(out):
-                path.unlink()
-            (out / PROMPTS).unlink(missing_ok=True)
-            (out / MANIFEST).unlink()
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    for stale in (out / SHARD_DIR).glob(".shard-*.tmp"):  # left by a killed run mid-write
-        stale.unlink()
+def _check_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> tuple[dict[str, Any] | None, bool]:
+    """What `out` holds, before anything is written there: (the manifest of the collection
+    there, None for a new or empty folder; whether that collection is to be replaced).
+
+    Raises:
+        FileExistsError: `out` holds something other than a collection.
+        ValueError: A collection with other settings, without `overwrite`.
+    """
+    manifest = inspect_output_folder(
+        out, MANIFEST, lambda record: isinstance(record, dict) and record.get("format") == FORMAT,
+        "golden-noise collection", "choose a new or empty --out",
+    )
+    if manifest is None:
+        return None, False
+    previous = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+    changed = sorted(key for key in set(previous) | set(settings) if previous.get(key) != settings.get(key))
+    if changed and not overwrite:
+        raise ValueError(
+            f"{str(out)!r} holds a collection with other settings ({', '.join(changed)}); "
+            "use another --out, the same settings to resume, or --overwrite to delete it"
+        )
+    return manifest, bool(changed)
+
+
+def _prepare_folder(out: Path, replace: bool) -> None:
+    """Creates `out` (or deletes the collection there when `replace`) and removes what killed
+    writes left in it."""
+    if replace:
+        for path in list_shards(out):
+            path.unlink()
+        (out / PROMPTS).unlink(missing_ok=True)
+        (out / MANIFEST).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    clear_killed_writes(out)
 
 
 def _build_backend(config: CollectConfig) -> DiffusionBackend:
@@ -355,11 +405,15 @@ def _progress_bar(config: CollectConfig, total: int, initial: int) -> Any:
     return tqdm(total=total, initial=initial, unit="shard", desc="golden noise", disable=not config.progress)
 
 
-def main() -> None:
-    """CLI entry point: `python -m noisear_rl.collect --help`."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: `python -m noisear_rl.collect --help`; returns the exit status (2 after an error)."""
+    return run_command(_command, argv)
+
+
+def _command(argv: list[str]) -> None:
     import tyro
 
-    config = tyro.cli(CollectConfig, description=__doc__)
+    config = tyro.cli(CollectConfig, args=argv, prog="python -m noisear_rl.collect", description=f"{__doc__}\n{DEBUG_HELP}")
     manifest = collect(config)
     runs = manifest["runs"][-1]
     print(
@@ -369,4 +423,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

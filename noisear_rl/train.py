@@ -34,26 +34,31 @@ import torch
 import noisear_rl  # noqa: F401  (registers the environments)
 from noisear_rl.algorithms.base import Algorithm, get_algorithm, list_algorithms
 from noisear_rl.algorithms.nll import GoldenBatch, NLLConfig, build_prior
+from noisear_rl.checks import check_at_least, check_device, check_finite, check_positive
+from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.data import read_manifest
 from noisear_rl.envs.policy import NoiseARPolicy
-from noisear_rl.envs.prompts import evenly_spaced, prompt_set, read_prompt_file
+from noisear_rl.envs.prompts import evenly_spaced, read_prompt_file
+from noisear_rl.envs.registration import env_backend
 from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
-from noisear_rl.io import save_pretrained_atomically, write_json
+from noisear_rl.io import require_saved, save_pretrained_atomically, write_json
 from noisear_rl.noise_sources.noisear import resolve_prior
 from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
-from noisear_rl.pipelines.factory import SHAPES_BACKENDS
+from noisear_rl.pipelines.factory import world_info
 from noisear_rl.prior.model import NoiseARPrior
-from noisear_rl.prior.shipped import shipped_shapes_prior_path
+from noisear_rl.reward_models import check_reward_spec
 from noisear_rl.run_folder import (
     CheckpointError,
     RunFolder,
     checkpoint_dirs,
-    latest_checkpoint,
+    inspect_run_folder,
     load_checkpoint,
+    read_summary,
     save_checkpoint,
 )
 from noisear_rl.seeds import derive_seed
 
-SHAPES_ENV = "NoiseAR-Shapes-v0"
+SHAPES_ENV = "NoiseAR-Shapes-v1"
 # Settings that may differ between a run and its resumption without changing its result.
 RESUMABLE = ("resume", "output_dir", "progress", "checkpoint_every", "keep_checkpoints", "tensorboard")
 
@@ -65,13 +70,13 @@ class RunConfig:
     algo: str = "dpo"
     """The algorithm: nll, dpo, ppo, reinforce (or a third-party one); `--algo NAME --help` shows its options."""
     env: str = SHAPES_ENV
-    """Gymnasium environment id: NoiseAR-Shapes-v0 (offline, CPU), NoiseAR-ShapesScene-v0 (the same world; the
-    prior reads the scene's object tokens), NoiseAR-SDXL-v0, NoiseAR-DreamShaper-v0, NoiseAR-HunyuanDiT-v0."""
+    """Gymnasium environment id: NoiseAR-Shapes-v1 (the embedded world: offline, CPU), NoiseAR-SDXL-v0,
+    NoiseAR-DreamShaper-v0, NoiseAR-HunyuanDiT-v0."""
     reward: str | None = None
     """Reward name or composite spec ("imagereward:1.0,pickscore:0.5"); None: the env's default (Shapes: the verifier)."""
     prior: str | None = None
     """Prior to start from (a `save_pretrained` folder). None: the shipped NLL-pretrained prior of
-    the Shapes environments; a fresh prior for --algo nll."""
+    an embedded world's environment; a fresh prior for --algo nll."""
     data: str | None = None
     """Golden-noise collection (`python -m noisear_rl.collect --out DIR`) for --algo nll."""
     output_dir: Path | None = None
@@ -79,7 +84,8 @@ class RunConfig:
     seed: int = 0
     """Seed of everything random (prompts, noises, minibatches); each iteration reseeds from (seed, iteration)."""
     resume: bool = False
-    """Continue the run in --output-dir from its newest checkpoint (same settings required)."""
+    """Continue the run in --output-dir from its newest checkpoint (same settings required); a
+    finished run is left as it is. Without --resume, --output-dir must be new or empty."""
     device: str = "cpu"
     """Device of the prior and the diffusion backend (cpu, cuda); under accelerate, its device."""
     num_envs: int = 64
@@ -88,8 +94,9 @@ class RunConfig:
     """Denoising steps of the backend (None: its default)."""
     guidance_scale: float | None = None
     """Classifier-free guidance of the backend (None: its default)."""
-    temperature: float = 1.0
-    """The policy's sampling temperature (std multiplier) for rollouts, their log-probs and evaluation."""
+    temperature: float | None = None
+    """The policy's sampling temperature (std multiplier) for rollouts, their log-probs and
+    evaluation. None: the prior's own (`config.temperature`: 1.0, or 0.5 for a released prior)."""
     train_prompts: str | None = None
     """Prompt file for training (one a line, or .jsonl). None: the world's prompt generator."""
     eval_prompts: str | None = None
@@ -133,26 +140,41 @@ def train(
     from accelerate.utils import broadcast_object_list
 
     started = time.perf_counter()
-    accelerator = Accelerator(cpu=run.device == "cpu")
-    main_process = accelerator.is_main_process
     algorithm_class = get_algorithm(run.algo)
     if not isinstance(algo_config, algorithm_class.config_class):
         raise TypeError(f"--algo {run.algo} needs a {algorithm_class.config_class.__name__}, got {type(algo_config).__name__}")
+    _check_inputs(run, algo_config, algorithm_class, backend)
+    accelerator = Accelerator(cpu=run.device == "cpu")
+    main_process = accelerator.is_main_process
+    if algorithm_class.uses_rollouts and algo_config.prompts_per_iteration % accelerator.num_processes:
+        raise ValueError(f"--{run.algo}.prompts-per-iteration ({algo_config.prompts_per_iteration}) must be divisible "
+                         f"by the number of processes ({accelerator.num_processes})")
     output_dir = [_output_dir(run)]
     broadcast_object_list(output_dir)  # every process uses the main process's folder name
     output_dir = Path(output_dir[0])
     config_record = _config_record(run, algo_config, accelerator.num_processes)
 
-    # Resume or start: refuse to overwrite a run, and refuse to resume with other settings.
+    # Resume or start: a new or empty folder, or with --resume this run's own folder (same settings).
+    # Nothing is written before every input below has been checked and loaded.
+    stored = inspect_run_folder(output_dir)
     checkpoint = None
     if run.resume:
-        checkpoint = load_checkpoint(latest_checkpoint(output_dir))
-        _check_resumable(output_dir, config_record)
-    elif checkpoint_dirs(output_dir):
-        raise FileExistsError(f"{output_dir} holds a run with checkpoints; pass --resume to continue it, or choose another --output-dir")
-    folder = RunFolder(output_dir, None if checkpoint is None else checkpoint[0], run.tensorboard) if main_process else None
-    if folder is not None and checkpoint is None:
-        folder.write_config(config_record)
+        if stored is None:
+            raise CheckpointError(f"nothing to resume: {output_dir} holds no run; run without --resume to start one")
+        _check_resumable(output_dir, stored, config_record)
+        finished = read_summary(output_dir)
+        if finished is not None:
+            if main_process:
+                print(f"the run in {output_dir} is finished: nothing to do\n{format_summary(finished)}")
+            return finished
+        found = checkpoint_dirs(output_dir)
+        if found:  # none: killed before its first checkpoint, so it starts over with the same settings
+            checkpoint = load_checkpoint(found[-1])
+    elif stored is not None:
+        raise FileExistsError(
+            f"{output_dir} holds a run: pass --resume to continue it (same settings), or choose a new or empty --output-dir"
+        )
+    accelerator.wait_for_everyone()  # every process has looked at the folder before the main one writes it
 
     # Environment, prior, algorithm.
     torch.manual_seed(run.seed)
@@ -163,6 +185,8 @@ def train(
         prior = build_prior(algo_config, tuple(world.backend.latent_shape), world.backend.cond_dim)
     prior = prior.to(accelerator.device)
     check_fits(world.backend, prior.latent_shape, prior.config.cond_dim, "the prior (--prior)")
+    if run.temperature is None:
+        run = dataclasses.replace(run, temperature=prior.sampling_temperature())
     algorithm: Algorithm = algorithm_class(algo_config, prior, temperature=run.temperature, accelerator=accelerator)
     pool = _evaluation_pool(run, world)
     heldout = _heldout_prompts(run, pool)
@@ -173,12 +197,27 @@ def train(
     start, heldout_before = 0, None
     if checkpoint is not None:
         start, state = checkpoint
+        newest = checkpoint_dirs(output_dir)[-1]
         try:
             prior.load_state_dict(state["prior"])
             algorithm.load_state_dict(state["algorithm"])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise CheckpointError(f"the checkpoint in {output_dir} does not fit this run ({error})") from error
-        heldout_before = state["heldout_before"]
+            heldout_before = state["heldout_before"]
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise CheckpointError(
+                f"checkpoint {newest} does not fit this run ({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
+                f"delete it to resume from the previous checkpoint"
+            ) from error
+        try:
+            prior.check_weights(newest)
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint {newest} is unusable ({error}); delete it to resume from the previous "
+                                  "checkpoint") from error
+
+    # Everything is checked: only now is the run folder written.
+    folder = None
+    if main_process:
+        folder = RunFolder(output_dir, None if checkpoint is None else start, run.tensorboard,
+                           config=config_record if checkpoint is None else None)
     if heldout_before is None:
         heldout_before, images = _evaluate(prior, venv, heldout, run, accelerator)
         if folder is not None:
@@ -284,11 +323,34 @@ def _config_record(run: RunConfig, algo_config: Any, num_processes: int) -> dict
     return json.loads(json.dumps(record, default=str))
 
 
-def _check_resumable(output_dir: Path, record: dict[str, Any]) -> None:
-    stored_path = output_dir / "config.json"
-    if not stored_path.is_file():
-        raise CheckpointError(f"{stored_path} is missing: cannot check that --resume continues the same run")
-    stored = json.loads(stored_path.read_text())
+def _check_inputs(run: RunConfig, algo_config: Any, algorithm_class: type[Algorithm], backend: DiffusionBackend | None) -> None:
+    """Checks everything that can be checked without loading a model, before any work: option
+    ranges, the device, the environment id, the reward spec, the prompt files (each prompt in the
+    env's world's language) and the golden-noise collection's manifest."""
+    check_at_least(run, 1, ("num_envs", "num_eval_prompts", "eval_noises_per_prompt", "keep_checkpoints",
+                            "checkpoint_every", "num_inference_steps"))
+    check_at_least(run, 0, ("eval_every",))
+    check_positive(run, ("temperature",))
+    check_finite(run, ("guidance_scale",), minimum=0.0)
+    algo_config.check(prefix=f"--{run.algo}.")
+    check_device(run.device)
+    backend_name = env_backend(run.env)
+    if run.reward is not None:
+        check_reward_spec(run.reward)
+    world = backend.world if backend is not None else (world_info(backend_name) if backend_name else None)
+    for prompts in (run.train_prompts, run.eval_prompts):
+        if prompts is not None:
+            read_prompt_file(prompts, world)
+    if not algorithm_class.uses_rollouts:
+        if run.data is None:
+            raise ValueError(f"--algo {run.algo} needs --data: a golden-noise collection "
+                             "(make one with `python -m noisear_rl.collect --out DIR`)")
+        read_manifest(run.data)
+
+
+def _check_resumable(output_dir: Path, stored: dict[str, Any], record: dict[str, Any]) -> None:
+    """Raises a ValueError naming the settings that differ between the run in `output_dir`
+    (`stored`, its config.json) and this one (`record`)."""
     changed = [
         f"{section}.{key}: {stored[section].get(key)!r} -> {value!r}"
         for section in ("run", "algorithm")
@@ -302,14 +364,18 @@ def _check_resumable(output_dir: Path, record: dict[str, Any]) -> None:
 
 
 def _load_prior(run: RunConfig, algo_config: Any) -> NoiseARPrior | None:
-    """The prior to start from: --prior, else the env's shipped Shapes prior; None for a fresh nll prior."""
+    """The prior to start from: --prior, else the env's embedded world's shipped prior; None for a fresh nll prior."""
     if run.prior is not None:
         return resolve_prior(run.prior)[0]
     if isinstance(algo_config, NLLConfig):
         return None
-    backend_name = gym.spec(run.env).kwargs.get("backend")
-    if backend_name in SHAPES_BACKENDS:  # the Shapes world ships an NLL prior for each of its conditions
-        return NoiseARPrior.from_pretrained(str(shipped_shapes_prior_path(SHAPES_BACKENDS[backend_name])))
+    backend_name = env_backend(run.env)
+    world = world_info(backend_name) if backend_name else None
+    if world is not None:
+        folder = require_saved(
+            world.prior, "config.json", f"shipped {world.name} prior", f"create it with `{world.prior_command}`, or pass --prior"
+        )
+        return NoiseARPrior.from_pretrained(str(folder))
     raise ValueError(f"--prior is required for {run.env} (a NoiseARPrior.save_pretrained folder)")
 
 
@@ -325,13 +391,13 @@ def _make_env(run: RunConfig, backend: DiffusionBackend | None, patch_size: int)
 
 # ---------------------------------------------------------------------------------- prompts
 def _evaluation_pool(run: RunConfig, world: Any) -> list[str]:
-    """Every prompt that evaluation may use, none of which is ever trained on: --eval-prompts, the
-    Shapes world's evaluation set (the 208 prompts of `python -m noisear_rl.evaluate`), or a fixed
+    """Every prompt that evaluation may use, none of which is ever trained on: --eval-prompts, an
+    embedded world's evaluation split (what `python -m noisear_rl.evaluate` scores), or a fixed
     draw from the world's prompts."""
     if run.eval_prompts is not None:
-        pool = read_prompt_file(run.eval_prompts)
-    elif world.backend.world == "shapes":
-        pool = prompt_set("eval", "shapes")
+        pool = read_prompt_file(run.eval_prompts, world.backend.world)
+    elif world.backend.world is not None:
+        pool = world.backend.world.evaluation_prompts()
     else:
         pool = world.sample_prompts(8 * run.num_eval_prompts, np.random.default_rng(run.eval_seed))
     return list(dict.fromkeys(pool))
@@ -345,7 +411,7 @@ def _heldout_prompts(run: RunConfig, pool: list[str]) -> list[str]:
 def _train_prompt_sampler(run: RunConfig, world: Any, heldout: set[str], count: int) -> Callable[[int], list[str]]:
     """iteration -> its `count` training prompts (never a held-out one), the same on every process."""
     if run.train_prompts is not None:
-        pool = [p for p in read_prompt_file(run.train_prompts) if p not in heldout]
+        pool = [p for p in read_prompt_file(run.train_prompts, world.backend.world) if p not in heldout]
         if not pool:
             raise ValueError(f"every prompt of {run.train_prompts} is a held-out evaluation prompt")
         source = lambda n, rng: [pool[i] for i in rng.integers(len(pool), size=n)]  # noqa: E731
@@ -448,7 +514,7 @@ class _GoldenPairs:
         if data is None:
             raise ValueError("--algo nll needs --data: a golden-noise collection "
                              "(make one with `python -m noisear_rl.collect --out DIR`)")
-        dataset = GoldenNoiseDataset(data, in_memory=True)
+        dataset = GoldenNoiseDataset(data, in_memory=True, require_complete=True)
         if tuple(dataset.latent_shape) != tuple(world.backend.latent_shape):
             raise ValueError(f"{data} holds noises of shape {dataset.latent_shape}, the env's backend needs "
                              f"{tuple(world.backend.latent_shape)}")
@@ -478,17 +544,18 @@ class _GoldenPairs:
 
 # --------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, Any]:
-    """Parses the command line: `--algo` picks the algorithm, whose config adds `--{algo}.*` flags."""
+    """Parses the command line: `--algo` picks the algorithm, whose config adds `--{algo}.*` flags.
+
+    Raises:
+        KeyError: An unknown `--algo` (the message lists the valid names).
+    """
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--algo", default=RunConfig.algo)
     name = pre.parse_known_args(argv)[0].algo
-    try:
-        algorithm_class = get_algorithm(name)
-    except KeyError as error:
-        raise SystemExit(f"error: {error.args[0]}") from None
+    algorithm_class = get_algorithm(name)
     config_class = algorithm_class.config_class
     args_class = dataclasses.make_dataclass(
         "TrainArgs",
@@ -497,17 +564,16 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, Any]:
             (name, config_class, field(default_factory=config_class)),
         ],
     )
-    description = (f"{__doc__}\nAlgorithms: {', '.join(list_algorithms())}. "
+    description = (f"{__doc__}\n{DEBUG_HELP}\nAlgorithms: {', '.join(list_algorithms())}. "
                    f"The options below are those of --algo {name}: {(config_class.__doc__ or '').strip()}")
     args = tyro.cli(args_class, args=argv, prog="python -m noisear_rl.train", description=description)
     return args.run, getattr(args, name)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """CLI entry point: `python -m noisear_rl.train --help`."""
-    run, algo_config = parse_args(argv)
-    return train(run, algo_config)
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: `python -m noisear_rl.train --help`; returns the exit status (2 after an error)."""
+    return run_command(lambda arguments: train(*parse_args(arguments)), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

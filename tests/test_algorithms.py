@@ -17,7 +17,7 @@ from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 
 K, P = 8, 4  # rollouts per prompt, prompts per batch
-BUILTINS = ("dpo", "nll", "ppo", "reinforce")
+BUILTINS = ("dpo", "grpo", "nll", "ppo", "reinforce")
 
 
 def make_prior(seed: int = 0, prompt_shift_width: int = 0) -> NoiseARPrior:
@@ -109,6 +109,7 @@ def test_update_gives_finite_loss_and_changes_parameters(name):
         ("ppo", {}),
         ("ppo", {"per_patch": False}),
         ("ppo", {"kl_coef": 0.01}),
+        ("grpo", {}),
         ("reinforce", {}),
         ("reinforce", {"baseline": "batch-mean"}),
         ("reinforce", {"epochs": 3, "kl_coef": 0.01}),
@@ -141,7 +142,7 @@ def test_prompt_shift_alone_is_trained_and_raises_the_reward(name):
 
 
 def test_training_the_prompt_shift_needs_a_prior_with_one():
-    with pytest.raises(ValueError, match="prompt_shift_width > 0.*NoiseAR-ShapesScene-v0"):
+    with pytest.raises(ValueError, match="prompt_shift_width > 0.*--nll.prompt-shift-width"):
         build("reinforce", make_prior(), trainable="prompt-shift")
 
 
@@ -247,3 +248,16 @@ def test_kl_term_holds_the_prior_near_the_reference(name, overrides, updates):
             reference_params = make_prior().patch_params(batch.noise, batch.cond.embeds)
             drift[kl_coef] = float(kl_per_noise(params, reference_params).mean())
     assert 0 < drift[1.0] < 0.5 * drift[0.0]
+
+
+def test_grpo_is_ppo_with_the_kl_term_on():
+    config = get_algorithm("grpo").config_class(rollouts_per_prompt=K)
+    assert config.kl_coef > 0
+    priors = make_prior(), make_prior()
+    grpo = build("grpo", priors[0])
+    ppo = build("ppo", priors[1], kl_coef=config.kl_coef)
+    torch.manual_seed(3)
+    grpo.update(rollouts(priors[0], seed=0))
+    torch.manual_seed(3)
+    ppo.update(rollouts(priors[1], seed=0))
+    assert all(torch.equal(a, b) for a, b in zip(priors[0].parameters(), priors[1].parameters()))

@@ -106,22 +106,26 @@ def test_bad_latents_are_rejected(backend: DiffusionBackend, cond: Condition) ->
         backend.predict_noise(x, 500, cond, 5.0)
 
 
-def test_paper_defaults_and_dreamshaper_turbo_settings() -> None:
+def test_defaults_follow_the_noisear_release() -> None:
+    """The release's try.py/eval.py: DPMSolverMultistepScheduler.from_config, 50 steps; CFG 5.5 for
+    SDXL and Hunyuan-DiT, 3.5 for DreamShaper (its DrawBench command); golden noise as Golden Noise collects."""
     sdxl = SDXLBackend(pipe=build_tiny_sdxl_pipeline())
     assert (sdxl.num_inference_steps, sdxl.guidance_scale) == (50, 5.5)
     assert type(sdxl.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert sdxl.pipe.scheduler.config.algorithm_type == "dpmsolver++"
     assert sdxl.model == "stabilityai/stable-diffusion-xl-base-1.0"
     hunyuan = HunyuanDiTBackend(pipe=build_tiny_hunyuan_pipeline())
-    assert (hunyuan.num_inference_steps, hunyuan.guidance_scale) == (50, 5.0)
-
-    turbo = DreamShaperBackend(pipe=build_tiny_sdxl_pipeline(), num_inference_steps=3)
-    assert turbo.guidance_scale == 2.0 and DreamShaperBackend.default_num_inference_steps == 6
-    config = turbo.pipe.scheduler.config
-    assert config.algorithm_type == "sde-dpmsolver++" and config.use_karras_sigmas
-    cond = turbo.encode(PROMPTS[:2])
-    x = latents(turbo, 2, seed=0)
-    # A stochastic sampler stays reproducible: no generator means a fixed seed.
-    torch.testing.assert_close(turbo.generate(x, cond), turbo.generate(x, cond), rtol=0, atol=0)
+    assert (hunyuan.num_inference_steps, hunyuan.guidance_scale) == (50, 5.5)
+    assert type(hunyuan.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    dreamshaper = DreamShaperBackend(pipe=build_tiny_sdxl_pipeline())
+    assert (dreamshaper.num_inference_steps, dreamshaper.guidance_scale) == (50, 3.5)
+    assert dreamshaper.model == "Lykon/dreamshaper-xl-v2-turbo"
+    assert dreamshaper.pipe.scheduler.config == sdxl.pipe.scheduler.config  # the same scheduler as SDXL
+    assert SDXLBackend.golden_procedure == DreamShaperBackend.golden_procedure == HunyuanDiTBackend.golden_procedure == "reference"
+    cond = dreamshaper.encode(PROMPTS[:2])
+    x = latents(dreamshaper, 2, seed=0)
+    dreamshaper.num_inference_steps = 3
+    torch.testing.assert_close(dreamshaper.generate(x, cond), dreamshaper.generate(x, cond), rtol=0, atol=0)
 
 
 def test_load_backend_names_and_errors() -> None:
@@ -132,7 +136,7 @@ def test_load_backend_names_and_errors() -> None:
     assert load_backend(built) is built
     assert load_backend(built, model=None, guidance_scale=None) is built  # None: the default, not an argument
     defaults = load_backend("shapes", model=None, num_inference_steps=None, guidance_scale=None)
-    assert (defaults.num_inference_steps, defaults.guidance_scale) == (20, 1.0)
+    assert (defaults.num_inference_steps, defaults.guidance_scale) == (20, 4.0)
     assert load_backend("shapes", num_inference_steps=4, guidance_scale=None).num_inference_steps == 4
 
 

@@ -220,7 +220,7 @@ def test_prompt_files_and_sources(tmp_path: Path) -> None:
 
 
 def test_shapes_world_with_its_own_prompt_generator(tmp_path: Path) -> None:
-    from noisear_rl.pipelines.shapes import ShapesBackend, build_tiny_shapes_pipeline, sample_prompts
+    from noisear_rl.worlds.shapes import ShapesBackend, build_tiny_shapes_pipeline, sample_prompts
 
     backend = ShapesBackend(pipe=build_tiny_shapes_pipeline())
     config = CollectConfig(
@@ -235,17 +235,17 @@ def test_shapes_world_with_its_own_prompt_generator(tmp_path: Path) -> None:
 
 def test_named_prompt_sets_and_files(prompt_file: Path) -> None:
     from noisear_rl.envs.prompts import prompt_set
-    from noisear_rl.pipelines.shapes import evaluation_prompts, training_prompts
+    from noisear_rl.worlds.shapes import evaluation_prompts, training_prompts
 
     assert prompt_set("eval", "shapes") == evaluation_prompts()
     assert prompt_set("train", "shapes") == training_prompts()
     assert prompt_set(str(prompt_file), "sdxl") == PROMPTS
-    with pytest.raises(ValueError, match="Shapes world"):
+    with pytest.raises(ValueError, match="embedded world.*needs a prompt file"):
         prompt_set("train", "sdxl")
 
 
 def test_collect_on_the_shapes_training_prompts(tmp_path: Path) -> None:
-    from noisear_rl.pipelines.shapes import training_prompts
+    from noisear_rl.worlds.shapes import training_prompts
 
     config = CollectConfig(out=tmp_path / "shapes", backend="shapes", prompts="train", num_prompts=3,
                            noises_per_prompt=1, progress=False)  # fmt: skip

@@ -23,8 +23,7 @@ def image_mean(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
 
 
 TINY = {
-    "NoiseAR-Shapes-v0": dict(num_inference_steps=4),  # the shipped weights and the shapes verifier
-    "NoiseAR-ShapesScene-v0": dict(num_inference_steps=4),  # the same; the condition is the scene's tokens
+    "NoiseAR-Shapes-v1": dict(num_inference_steps=4),  # the shipped weights and the shapes verifier
     "NoiseAR-SDXL-v0": dict(backend="tiny-sdxl", patch_size=4, reward="test-image-mean", num_inference_steps=2),
     "NoiseAR-HunyuanDiT-v0": dict(backend="tiny-hunyuan-dit", patch_size=4, reward="test-image-mean", num_inference_steps=2),
 }
@@ -153,8 +152,8 @@ def test_vector_env_rewards_equal_single_env_rewards():
 
 def test_shapes_vector_env_scores_like_the_single_env_with_the_verifier():
     prompts = ["a red circle on the left", "a blue square on the top and a green triangle on the bottom"]
-    venv = make_vec(2, "NoiseAR-Shapes-v0")
-    env = make("NoiseAR-Shapes-v0")
+    venv = make_vec(2, "NoiseAR-Shapes-v1")
+    env = make("NoiseAR-Shapes-v1")
     world = env.unwrapped.world
     assert (world.num_patches, world.patch_dim) == (16, 192)
     actions = np.random.default_rng(1).standard_normal((16, 2, 192)).astype(np.float32)
@@ -215,8 +214,8 @@ def test_unknown_reset_option_and_unknown_backend_are_clear_errors():
 
 def test_a_built_shapes_backend_keeps_the_worlds_prompts_reward_and_patch_size():
     from noisear_rl.pipelines import load_backend
-    from noisear_rl.pipelines.shapes.world import parse_prompt
-    from noisear_rl.reward_models.shapes import ShapesVerifier
+    from noisear_rl.worlds.shapes.world import parse_prompt
+    from noisear_rl.worlds.shapes.verifier import ShapesVerifier
 
     env = gym.make("NoiseAR-SDXL-v0", backend=load_backend("shapes", num_inference_steps=2))
     world = env.unwrapped.world

@@ -65,7 +65,7 @@ def test_atomic_folder_clears_what_a_killed_swap_left(tmp_path):
 
 def test_missing_saved_models_name_what_is_missing_and_how_to_make_it(tmp_path):
     from noisear_rl.noise_sources.golden import load_noise_prompt_network
-    from noisear_rl.pipelines.shapes import load_shapes_pipeline
+    from noisear_rl.worlds.shapes import load_shapes_pipeline
 
     with pytest.raises(FileNotFoundError, match=r"noise prompt network .*config\.json missing.*golden_train"):
         load_noise_prompt_network(tmp_path)

@@ -220,13 +220,30 @@ def test_noisear_samples_the_prior_with_the_generator(backend: ToyBackend, tmp_p
 
 
 # ------------------------------------------------------------------------------ golden (NPNet)
-@pytest.mark.parametrize(("condition", "cond_dim"), [("text", 64), ("scene", 28)])
-def test_noisear_without_a_path_takes_the_shipped_prior_of_the_shapes_condition(condition, cond_dim) -> None:
-    from noisear_rl.pipelines.shapes import ShapesBackend
+def test_noisear_without_a_path_takes_the_shapes_worlds_shipped_prior() -> None:
+    from noisear_rl.worlds.shapes import ShapesBackend
 
-    backend = ShapesBackend(condition=condition)  # the shipped weights
+    backend = ShapesBackend()  # the shipped weights
     prior = load_noise_source("noisear", backend=backend).prior
-    assert prior.config.cond_dim == backend.cond_dim == cond_dim
+    assert prior.config.cond_dim == backend.cond_dim
+
+
+def test_golden_without_a_path_takes_the_shapes_worlds_shipped_network_or_names_its_command() -> None:
+    from noisear_rl.worlds.shapes import WORLD, ShapesBackend
+
+    backend = ShapesBackend()  # the shipped weights
+    if not (WORLD.npnet / "config.json").is_file():  # v1's network is not trained yet
+        with pytest.raises(FileNotFoundError, match="golden_train"):
+            load_noise_source("golden", backend=backend)
+        return
+    network = load_noise_source("golden", backend=backend).network
+    assert network.config.cond_dim == backend.cond_dim
+
+
+def test_model_sources_without_a_path_on_a_general_backend_ask_for_one(backend: ToyBackend) -> None:
+    for name in ("noisear", "golden"):
+        with pytest.raises(ValueError, match=f"'{name}:"):
+            load_noise_source(name, backend=backend)
 
 
 def test_untrained_noise_prompt_network_is_the_identity(backend: ToyBackend) -> None:

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from noisear_rl.pipelines.shapes import COLOURS, POSITIONS, SHAPES, ShapeObject, parse_prompt, render_batch, sample_prompts, scene_to_prompt
+from noisear_rl.worlds.shapes import COLOURS, POSITIONS, SHAPES, ShapeObject, parse_prompt, render_batch, sample_prompts, scene_to_prompt
 from noisear_rl.reward_models import load_reward
-from noisear_rl.reward_models.shapes import CRITERIA
+from noisear_rl.worlds.shapes.verifier import CRITERIA
 
 
 @pytest.fixture(scope="module")

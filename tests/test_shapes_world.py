@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisear_rl.pipelines.shapes import (
+from noisear_rl.worlds.shapes import (
     COLOURS,
     POSITIONS,
     VOCABULARY,
@@ -18,7 +18,7 @@ from noisear_rl.pipelines.shapes import (
     scene_to_prompt,
     training_prompts,
 )
-from noisear_rl.pipelines.shapes.world import OPPOSITE, all_scenes
+from noisear_rl.worlds.shapes.world import OPPOSITE, all_scenes
 
 
 def test_sample_prompts_is_deterministic_and_mixes_one_and_two_objects() -> None:
@@ -26,31 +26,62 @@ def test_sample_prompts_is_deterministic_and_mixes_one_and_two_objects() -> None
     assert prompts == sample_prompts(500, seed=3)
     assert prompts != sample_prompts(500, seed=4)
     two = sum(" and " in p for p in prompts) / len(prompts)
-    assert 0.3 < two < 0.5
+    assert 0.5 < two < 0.7
+    assert set(prompts) <= set(training_prompts())  # nothing drawn by default is an evaluation prompt
 
 
 def test_every_scene_round_trips_through_its_prompt() -> None:
     scenes = all_scenes()
-    assert len(scenes) == 48 + 432
+    assert len(scenes) == 72 + 1080
     for scene in scenes:
         assert parse_prompt(scene_to_prompt(scene)) == scene
     for a, b in (s for s in scenes if len(s) == 2):
         assert b.position == OPPOSITE[a.position] and a.colour != b.colour
 
 
-def test_evaluation_prompts_are_fixed_distinct_and_cover_both_kinds() -> None:
+def test_evaluation_prompts_are_fixed_distinct_and_mostly_two_objects() -> None:
     prompts = evaluation_prompts()
     assert prompts == evaluation_prompts()
-    assert len(prompts) >= 200 and len(set(prompts)) == len(prompts)
-    assert sum(" and " in p for p in prompts) >= 100
-    assert sum(" and " not in p for p in prompts) == 48
+    assert len(prompts) == 564 and len(set(prompts)) == len(prompts)
+    assert sum(" and " in p for p in prompts) == 540
+    assert sum(" and " not in p for p in prompts) == 24
 
 
-def test_training_prompts_are_the_rest_of_the_world() -> None:
+def test_training_and_evaluation_splits_are_disjoint_and_cover_the_world() -> None:
     training, evaluation = training_prompts(), evaluation_prompts()
-    assert len(training) == 272 and all(" and " in p for p in training)
+    assert len(training) == 588 and sum(" and " in p for p in training) == 540
     assert not set(training) & set(evaluation)
     assert set(training) | set(evaluation) == {scene_to_prompt(s) for s in all_scenes()}
+
+
+def test_todays_sixteen_word_prompts_stay_valid() -> None:
+    from noisear_rl.worlds.shapes import check_prompt
+
+    for prompt in ("a red circle on the left and a blue square on the right", "a yellow triangle on the top"):
+        check_prompt(prompt)
+    assert {"magenta", "cyan"} <= set(COLOURS)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("", "non-empty"),
+        ("   ", "non-empty"),
+        ("!!!", "at least one object"),
+        ("a red circle", "exactly one colour"),
+        ("red", "exactly one colour"),
+        ("on the", "exactly one colour"),
+        ("a red circle on the left and", "exactly one colour"),
+        ("a red circle on the left and a red square on the right", "different colours"),
+        ("a red circle on the left and a blue square on the top", "opposite"),
+        ("a purple circle on the left", "vocabulary"),
+    ],
+)
+def test_check_prompt_rejects_what_is_not_in_the_language(prompt: str, message: str) -> None:
+    from noisear_rl.worlds.shapes import check_prompt
+
+    with pytest.raises(ValueError, match=message):
+        check_prompt(prompt)
 
 
 def test_parsing_is_case_and_punctuation_tolerant() -> None:
@@ -96,7 +127,7 @@ def test_text_encoder_tokenizes_the_vocabulary_and_rejects_unknown_words() -> No
 
 
 def test_attribute_keys_bind_each_attribute_to_its_objects_position() -> None:
-    from noisear_rl.pipelines.shapes.world import attribute_keys
+    from noisear_rl.worlds.shapes.world import attribute_keys
 
     assert attribute_keys("a red circle on the left and a blue square on the right") == [
         ("red", "left"), ("circle", "left"), ("blue", "right"), ("square", "right"),
@@ -104,7 +135,7 @@ def test_attribute_keys_bind_each_attribute_to_its_objects_position() -> None:
 
 
 def test_attribute_means_average_the_rows_of_every_prompt_with_the_key() -> None:
-    from noisear_rl.pipelines.shapes.world import attribute_means
+    from noisear_rl.worlds.shapes.world import attribute_means
 
     prompts = ["a red circle on the left", "a red square on the left and a blue circle on the right", "a blue circle on the top"]
     values = torch.tensor([[1.0], [3.0], [10.0]])
@@ -115,10 +146,10 @@ def test_attribute_means_average_the_rows_of_every_prompt_with_the_key() -> None
 
 
 def test_scene_tokens_state_each_objects_bindings() -> None:
-    from noisear_rl.pipelines.shapes.world import ATTRIBUTE_KEYS, scene_tokens
+    from noisear_rl.worlds.shapes.world import ATTRIBUTE_KEYS, scene_tokens
 
     tokens = scene_tokens(["a red circle on the left and a blue square on the right", "a green triangle on the top", ""])
-    assert tokens.shape == (3, 2, len(ATTRIBUTE_KEYS)) == (3, 2, 28)
+    assert tokens.shape == (3, 2, len(ATTRIBUTE_KEYS)) == (3, 2, 36)
     on = lambda row, slot: {ATTRIBUTE_KEYS[i] for i in torch.nonzero(tokens[row, slot]).flatten().tolist()}  # noqa: E731
     assert on(0, 0) == {("red", "left"), ("circle", "left")}
     assert on(0, 1) == {("blue", "right"), ("square", "right")}
@@ -129,3 +160,37 @@ def test_scene_tokens_state_each_objects_bindings() -> None:
     assert not torch.equal(swapped[0], tokens[0])
     with pytest.raises(ValueError, match="unknown word"):
         scene_tokens(["a red cat on the left"])
+
+
+def test_swapped_bindings_keep_the_words_and_change_what_goes_where() -> None:
+    from noisear_rl.worlds.shapes import check_prompt
+    from noisear_rl.worlds.shapes.world import SWAPS, attribute_keys, swap_binding, tokenize_words
+
+    prompt = "a red circle on the left and a blue square on the right"
+    swapped = {swap: scene_to_prompt(swap_binding(parse_prompt(prompt), swap)) for swap in SWAPS}
+    assert swapped == {
+        "colours": "a blue circle on the left and a red square on the right",
+        "shapes": "a red square on the left and a blue circle on the right",
+        "sides": "a red circle on the right and a blue square on the left",
+    }
+    for other in swapped.values():
+        check_prompt(other)
+        assert sorted(tokenize_words(other)) == sorted(tokenize_words(prompt))
+        assert set(attribute_keys(other)) != set(attribute_keys(prompt))
+    with pytest.raises(ValueError, match="two-object"):
+        swap_binding(parse_prompt("a red circle on the left"), "colours")
+
+
+def test_training_captions_swap_the_requested_share_of_two_object_scenes() -> None:
+    import numpy as np
+
+    from noisear_rl.worlds.shapes.train import captions
+    from noisear_rl.worlds.shapes.world import sample_scenes
+
+    scenes = sample_scenes(2000, seed=0)
+    assert captions(scenes, 0.0, np.random.default_rng(0)) == [scene_to_prompt(s) for s in scenes]
+    noisy = captions(scenes, 0.6, np.random.default_rng(0))
+    two = [(s, c) for s, c in zip(scenes, noisy) if len(s) == 2]
+    share = sum(c != scene_to_prompt(s) for s, c in two) / len(two)
+    assert 0.49 < share < 0.58  # 0.6 x 8/9: swapping two equal shapes (1 swap in 9) changes nothing
+    assert all(c == scene_to_prompt(s) for s, c in zip(scenes, noisy) if len(s) == 1)

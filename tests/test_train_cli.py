@@ -17,7 +17,7 @@ import torch
 from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import get_algorithm
 from noisear_rl.data import shard_path, write_manifest, write_prompts, write_shard
-from noisear_rl.pipelines.shapes import ShapesBackend, build_tiny_shapes_pipeline, sample_prompts
+from noisear_rl.worlds.shapes import ShapesBackend, build_tiny_shapes_pipeline, sample_prompts
 from noisear_rl.run_folder import CheckpointError, checkpoint_dirs, flatten_state, unflatten_state
 from noisear_rl.train import RunConfig, parse_args, train
 
@@ -80,7 +80,7 @@ def run_training(backend, name, out, golden_dir=None, callback=None, **overrides
 def test_training_never_sees_a_prompt_of_the_evaluation_pool(backend, tmp_path, monkeypatch):
     """Every prompt of `evaluation_prompts()` (what `noisear_rl.evaluate` scores) is held out of
     training, not only the `num_eval_prompts` scored during the run."""
-    from noisear_rl.pipelines.shapes import evaluation_prompts
+    from noisear_rl.worlds.shapes import evaluation_prompts
 
     algorithm = get_algorithm("reinforce")
     trained: list[str] = []
@@ -115,9 +115,9 @@ def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tm
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), prior.state_dict().values()))
 
 
-def test_scene_world_trains_the_prompt_shift_alone(tmp_path):
-    backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=2, condition="scene")
-    run, algo = configs("reinforce", tmp_path / "run", env="NoiseAR-ShapesScene-v0")
+def test_rl_can_train_the_prompt_shift_alone(tmp_path):
+    backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=2)
+    run, algo = configs("reinforce", tmp_path / "run")
     algo.trainable, algo.lr = "prompt-shift", 1e-2
     prior = tiny_prior(backend.cond_dim, prompt_shift_width=8)
     before = {name: p.detach().clone() for name, p in prior.named_parameters()}
@@ -160,6 +160,7 @@ def test_corrupt_or_missing_checkpoints_give_clear_errors(backend, tmp_path):
 
     out = tmp_path / "run"
     run_training(backend, "reinforce", out, iterations=1)
+    (out / "summary.json").unlink()  # as if killed before the end: a finished run is not resumed at all
     newest = checkpoint_dirs(out)[-1]
     tensors = newest / "tensors.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:100])
@@ -180,24 +181,23 @@ def test_a_run_is_never_overwritten_nor_resumed_with_other_settings(backend, tmp
 
 
 def test_shipped_prior_missing_names_the_command(monkeypatch, tmp_path):
-    import noisear_rl.prior.shipped as shipped
-    import noisear_rl.train as train_module
+    from dataclasses import replace
 
-    monkeypatch.setattr(shipped, "SHAPES_PRIOR", tmp_path / "nowhere")
+    import noisear_rl.train as train_module
+    import noisear_rl.worlds.shapes as shapes
+
+    monkeypatch.setattr(shapes, "WORLD", replace(shapes.WORLD, prior=tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="--algo nll --data"):
         train_module._load_prior(RunConfig(), get_algorithm("dpo").config_class())
 
 
-@pytest.mark.parametrize(("env", "cond_dim", "prompt_shift_width"), [
-    ("NoiseAR-Shapes-v0", 64, 0),  # the shipped Shapes text encoder's width
-    ("NoiseAR-ShapesScene-v0", 28, 64),  # the scene's object tokens, and a prompt shift to train
-])
-def test_shipped_priors_fit_the_shipped_shapes_world(env, cond_dim, prompt_shift_width):
+def test_shipped_prior_fits_the_shipped_shapes_world():
     import noisear_rl.train as train_module
+    from noisear_rl.worlds.shapes import load_shapes_pipeline
 
-    prior = train_module._load_prior(RunConfig(env=env), get_algorithm("dpo").config_class())
+    prior = train_module._load_prior(RunConfig(), get_algorithm("dpo").config_class())
     assert tuple(prior.latent_shape) == (3, 32, 32) and prior.config.patch_size == 8
-    assert prior.config.cond_dim == cond_dim and prior.config.prompt_shift_width == prompt_shift_width
+    assert prior.config.cond_dim == load_shapes_pipeline().text_encoder.config.hidden_size
     assert sum(p.numel() for p in prior.parameters()) < 2_000_000
 
 
@@ -221,7 +221,7 @@ def test_cli_flags_come_from_the_configs(capsys):
     assert algo.clip_range == 0.1 and algo.per_patch is False
     run, algo = parse_args([])
     assert run.algo == "dpo" and type(algo).__name__ == "DPOConfig"
-    with pytest.raises(SystemExit, match="valid names: dpo, nll, ppo, reinforce"):
+    with pytest.raises(KeyError, match="valid names: dpo, grpo, nll, ppo, reinforce"):
         parse_args(["--algo", "a2c"])
     with pytest.raises(SystemExit):
         parse_args(["--algo", "dpo", "--help"])
@@ -236,7 +236,7 @@ def test_two_processes_with_accelerate(tmp_path):
         import os, sys, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_train_cli import configs, tiny_prior
-        from noisear_rl.pipelines.shapes import ShapesBackend, build_tiny_shapes_pipeline
+        from noisear_rl.worlds.shapes import ShapesBackend, build_tiny_shapes_pipeline
         from noisear_rl.train import train
         torch.set_num_threads(1)
         backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=1)

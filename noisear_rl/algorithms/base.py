@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.schedules import warmup_cosine
 from noisear_rl.pipelines.base import Condition
@@ -94,8 +95,19 @@ class OptimConfig:
     """Gradients are clipped to this global L2 norm (inf: no clipping)."""
     trainable: Literal["all", "prompt-shift"] = "all"
     """Parameters the update changes: "all", or only the prior's prompt shift (needs a prior with
-    `prompt_shift_width > 0`, like the shipped NoiseAR-ShapesScene-v0 prior): a per-patch mean
+    `prompt_shift_width > 0`, e.g. `--nll.prompt-shift-width 64` in its NLL pretraining): a per-patch mean
     term read from the prompt alone, which cannot fit the earlier patches of each rollout."""
+
+    def check(self, prefix: str = "") -> None:
+        """Raises a ValueError naming the first option (as `{prefix}name`) outside its range.
+
+        Subclasses extend it with their own options (calling `super().check(prefix)`).
+        """
+        check_at_least(self, 1, ("iterations",), prefix)
+        check_at_least(self, 0, ("warmup_iterations",), prefix)
+        check_positive(self, ("lr",), prefix)
+        check_positive(self, ("max_grad_norm",), prefix, allow_inf=True)
+        check_finite(self, ("weight_decay",), prefix, minimum=0.0)
 
 
 @dataclass
@@ -110,6 +122,13 @@ class RolloutConfig(OptimConfig):
     """K rollouts per prompt, compared with each other (best-vs-worst pairs, per-prompt baselines; K >= 2)."""
     lr: float = 1e-4
     """Adam learning rate (peak, after warm-up)."""
+
+    def check(self, prefix: str = "") -> None:
+        """The base ranges, at least one prompt per round and K >= 2 rollouts of each (pairs,
+        per-prompt baselines and advantages compare a prompt's rollouts with each other)."""
+        super().check(prefix)
+        check_at_least(self, 1, ("prompts_per_iteration",), prefix)
+        check_at_least(self, 2, ("rollouts_per_prompt",), prefix)
 
 
 class Algorithm(ABC):
@@ -262,8 +281,8 @@ def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Param
         raise ValueError(f"trainable must be 'all' or 'prompt-shift', got {trainable!r}")
     if prior.prompt_shift is None:
         raise ValueError(
-            "trainable='prompt-shift' needs a prior with a prompt shift (prompt_shift_width > 0), such as the "
-            "shipped prior of NoiseAR-ShapesScene-v0 (--env NoiseAR-ShapesScene-v0); this prior has none"
+            "trainable='prompt-shift' needs a prior with a prompt shift (prompt_shift_width > 0): pretrain one with "
+            "`--algo nll --nll.prompt-shift-width 64`; this prior has none"
         )
     prior.requires_grad_(False)
     prior.prompt_shift.requires_grad_(True)

@@ -14,6 +14,7 @@ import torch
 
 from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import kl_per_noise, per_prompt_normalize, ppo_clip_loss
+from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.envs.rollout import RolloutBatch
 
 
@@ -35,6 +36,13 @@ class PPOConfig(RolloutConfig):
     """Weight of the closed-form KL(prior || frozen reference) of the rollouts' patch Gaussians,
     per ratio like the surrogate (per patch with `per_patch`, else per noise); 0: none, no
     reference kept. Unlike a sample estimate it pulls back at any distance."""
+
+    def check(self, prefix: str = "") -> None:
+        """The rollout ranges and PPO's own (passes, minibatches, clipping, KL weight)."""
+        super().check(prefix)
+        check_at_least(self, 1, ("epochs", "minibatch_size"), prefix)
+        check_positive(self, ("clip_range", "advantage_clip"), prefix)
+        check_finite(self, ("kl_coef",), prefix, minimum=0.0)
 
 
 @register_algorithm("ppo")
@@ -84,3 +92,22 @@ class PPO(Algorithm):
                 )
         self.step_schedule()
         return metrics.means()
+
+
+@dataclass
+class GRPOConfig(PPOConfig):
+    """PPO's update with GRPO's KL to the reference switched on."""
+
+    kl_coef: float = 0.04
+    """Weight of the closed-form KL(prior || frozen reference) (Flow-GRPO's beta, 0.04)."""
+
+
+@register_algorithm("grpo")
+class GRPO(PPO):
+    """GRPO (group-relative policy optimisation, as Flow-GRPO and DanceGRPO apply it to diffusion)
+    is this toolkit's PPO: advantages are rewards z-scored within each prompt's group of rollouts
+    (no value function), ratios are clipped, and a KL term holds the policy near the frozen
+    reference. `grpo` is the same update under its own name, with the KL term on by default."""
+
+    config_class = GRPOConfig
+    config: GRPOConfig

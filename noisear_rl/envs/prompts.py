@@ -9,40 +9,79 @@ from pathlib import Path
 
 import numpy as np
 
-from noisear_rl.pipelines.factory import SHAPES_BACKENDS
+from noisear_rl.pipelines.factory import world_info
+from noisear_rl.worlds.info import WorldInfo
 
 PromptSource = Callable[[int, np.random.Generator], list[str]]
 
 
-def read_prompt_file(path: str | Path) -> list[str]:
+def check_prompt(prompt: object, world: WorldInfo | None) -> str:
+    """`prompt`, if a backend can take it: a non-empty string, and for an embedded world a prompt
+    of its language (`WorldInfo.check_prompt`: words and structure).
+
+    Raises:
+        TypeError: Not a string.
+        ValueError: Empty or blank, or not a prompt of the world's language; the message names the fix.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"a prompt must be a string, got {type(prompt).__name__} {_shorten(prompt)}")
+    if not prompt.strip():
+        raise ValueError(f"a prompt must not be empty or blank, got {prompt!r}")
+    if world is not None:
+        world.check_prompt(prompt)
+    return prompt
+
+
+def _shorten(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_prompt_file(path: str | Path, world: WorldInfo | None = None) -> list[str]:
     """Prompts from a text file (one a line, stripped) or JSONL (`.jsonl`: each line a JSON string,
     or an object whose "prompt", "caption" or "text" field, first found, holds the prompt).
 
-    Blank lines are skipped; the file is read as UTF-8.
+    Blank lines are skipped; the file is read as UTF-8. Every prompt is checked (`check_prompt`):
+    a non-empty string, and with `world`, a prompt of the world's language.
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: A JSONL line is neither a string nor an object with one of the accepted
-            string fields, or the file holds no prompt.
+        ValueError: Not UTF-8 text, a JSONL line that is not JSON, neither a string nor an object
+            with one of the accepted string fields, a prompt `check_prompt` rejects, or no prompt
+            at all; the message names the file (and line).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+    data = path.read_bytes()
+    fix = "give a UTF-8 text file with one prompt a line, or a .jsonl file"
+    if b"\0" in data:
+        raise ValueError(f"prompt file {str(path)!r} is not a text file (it holds NUL bytes); {fix}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"prompt file {str(path)!r} is not UTF-8 text (byte {error.start}); {fix}") from None
     prompts: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         if path.suffix != ".jsonl":
-            prompts.append(line.strip())
-            continue
-        record = json.loads(line)
-        if not isinstance(record, dict):
-            prompts.append(str(record))
-            continue
-        text = next((record[key] for key in ("prompt", "caption", "text") if key in record), None)
-        if not isinstance(text, str):
-            raise ValueError(f"{path}:{number}: a JSONL object needs a string field 'prompt', 'caption' or 'text'")
-        prompts.append(text)
+            prompt: object = line.strip()
+        else:
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                raise ValueError(f"{where}: not a JSON line ({error}); {fix}") from None
+            prompt = record
+            if isinstance(record, dict):
+                prompt = next((record[key] for key in ("prompt", "caption", "text") if key in record), None)
+                if not isinstance(prompt, str):
+                    raise ValueError(f"{where}: a JSONL object needs a string field 'prompt', 'caption' or 'text'")
+        try:
+            prompts.append(check_prompt(prompt, world))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from None
     if not prompts:
         raise ValueError(f"prompt file {str(path)!r} holds no prompts")
     return prompts
@@ -63,44 +102,42 @@ def prompt_set(spec: str | Path, backend_name: str) -> list[str]:
     """A named prompt set or a prompt file's prompts.
 
     Args:
-        spec: "eval": the backend's evaluation set (Shapes: `evaluation_prompts()`, 208 prompts;
-            others: the shipped prompt list); "train": the Shapes world's 272 prompts outside its
-            evaluation set (`training_prompts()`); anything else: a prompt file (`read_prompt_file`).
+        spec: "eval": the backend's embedded world's evaluation split (Shapes: 564 prompts), or
+            the shipped prompt list for other backends; "train": the embedded world's training
+            split (Shapes: 588 prompts, disjoint from "eval"); anything else: a prompt file
+            (`read_prompt_file`, which checks each prompt against the backend's world).
         backend_name: The backend the prompts are for.
     """
-    if spec == "eval" and backend_name in SHAPES_BACKENDS:
-        from noisear_rl.pipelines.shapes import evaluation_prompts
-
-        return evaluation_prompts()
+    world = world_info(backend_name)
     if spec == "eval":
-        return default_prompts()
+        return world.evaluation_prompts() if world else default_prompts()
     if spec == "train":
-        if backend_name not in SHAPES_BACKENDS:
-            raise ValueError(f"'train' is the Shapes world's training prompt set; backend {backend_name!r} needs a prompt file")
-        from noisear_rl.pipelines.shapes import training_prompts
-
-        return training_prompts()
-    return read_prompt_file(spec)
+        if world is None:
+            raise ValueError(f"'train' is an embedded world's training split; backend {backend_name!r} needs a prompt file")
+        return world.training_prompts()
+    return read_prompt_file(spec, world)
 
 
-def make_prompt_source(backend_name: str, prompts: str | Sequence[str] | None) -> PromptSource:
+def make_prompt_source(world: WorldInfo | None, prompts: str | Sequence[str] | None) -> PromptSource:
     """A function (n, rng) -> n prompts drawn reproducibly from `rng`.
 
     Args:
-        backend_name: Picks the default source when `prompts` is None: the Shapes world's own
-            generator for "shapes", the shipped prompt list otherwise.
+        world: The backend's embedded world, whose training-split generator is the default
+            source, and whose language every given prompt must be in; None: the shipped prompt
+            list is the default source.
         prompts: A list of prompts, a path to a prompt file, or None.
-    """
-    if prompts is None and backend_name == "shapes":
-        from noisear_rl.pipelines.shapes import sample_prompts
 
-        return lambda n, rng: sample_prompts(n, seed=int(rng.integers(2**31)))
+    Raises:
+        TypeError, ValueError: A prompt `check_prompt` rejects, an empty list, a bad prompt file.
+    """
+    if prompts is None and world is not None:
+        return lambda n, rng: world.sample_prompts(n, int(rng.integers(2**31)))
     if prompts is None:
         pool = default_prompts()
-    elif isinstance(prompts, str):
-        pool = read_prompt_file(prompts)
+    elif isinstance(prompts, (str, Path)):
+        pool = read_prompt_file(prompts, world)
     else:
-        pool = [str(p) for p in prompts]
+        pool = [check_prompt(p, world) for p in prompts]
         if not pool:
             raise ValueError("prompts must not be empty")
     return lambda n, rng: [pool[i] for i in rng.integers(len(pool), size=n)]

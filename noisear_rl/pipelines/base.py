@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from noisear_rl.worlds.info import WorldInfo
 
 
 @dataclass
@@ -84,11 +86,12 @@ class DiffusionBackend(ABC):
         device: Where the model runs.
         pipe: The diffusers pipeline behind the backend (its scheduler gives the default
             `alphas_cumprod` and `timesteps`).
-        world: The embedded world the backend belongs to ("shapes"), whose own prompts, reward
-            and patch size environments use by default; None for a general text-to-image model.
+        world: The embedded world the backend belongs to (`WorldInfo`: its prompts, reward,
+            patch size and shipped priors, which environments and CLIs use by default); None for
+            a general text-to-image model.
     """
 
-    world: ClassVar[str | None] = None
+    world: WorldInfo | None = None
     pipe: Any
     latent_shape: tuple[int, int, int]
     cond_dim: int

@@ -10,12 +10,11 @@ import importlib
 from typing import Any
 
 from noisear_rl.pipelines.base import DiffusionBackend
+from noisear_rl.worlds.info import WorldInfo
 
 # name -> "module:attribute" of a DiffusionBackend class or a factory function returning one.
 BACKENDS: dict[str, str] = {
-    "shapes": "noisear_rl.pipelines.shapes:ShapesBackend",
-    # The same world; the prior reads the scene's object tokens instead of the text states.
-    "shapes-scene": "noisear_rl.pipelines.shapes:ShapesBackend",
+    "shapes": "noisear_rl.worlds.shapes:ShapesBackend",
     "sdxl": "noisear_rl.pipelines.sdxl:SDXLBackend",
     "dreamshaper": "noisear_rl.pipelines.sdxl:DreamShaperBackend",
     "hunyuan-dit": "noisear_rl.pipelines.hunyuan:HunyuanDiTBackend",
@@ -24,9 +23,17 @@ BACKENDS: dict[str, str] = {
     "tiny-hunyuan-dit": "noisear_rl.pipelines.tiny:tiny_hunyuan_backend",
 }
 
-SHAPES_BACKENDS: dict[str, str] = {"shapes": "text", "shapes-scene": "scene"}
-"""The backends of the embedded Shapes world (its prompts, verifier and weights) -> the
-`ShapesBackend(condition=...)` each builds: what its `Condition.embeds`, read by a prior, hold."""
+WORLDS: dict[str, str] = {"shapes": "noisear_rl.worlds.shapes:WORLD"}
+"""Backend name -> "module:attribute" of the `WorldInfo` of the embedded world it belongs to."""
+
+
+def world_info(name: str) -> WorldInfo | None:
+    """The embedded world a backend name belongs to (its prompts, reward, shipped priors), without
+    building the backend; None for a general text-to-image backend."""
+    if name not in WORLDS:
+        return None
+    module_name, attribute = WORLDS[name].split(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def list_backends() -> list[str]:
@@ -34,17 +41,22 @@ def list_backends() -> list[str]:
     return sorted(BACKENDS)
 
 
+def check_backend_name(name: str) -> None:
+    """Raises a KeyError listing the valid names unless `load_backend` knows `name` (nothing is loaded)."""
+    if name not in BACKENDS:
+        raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
+
+
 def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBackend:
     """Builds the backend registered as `name`.
 
     Args:
-        name: One of `list_backends()` ("shapes", "shapes-scene", "sdxl", "dreamshaper", "hunyuan-dit",
+        name: One of `list_backends()` ("shapes", "sdxl", "dreamshaper", "hunyuan-dit",
             "tiny-sdxl", "tiny-hunyuan-dit"), or an already-built backend, returned as is.
         **kwargs: Passed to the backend's constructor: `model` (hub id or local folder),
             `device`, `dtype`, `num_inference_steps`, `guidance_scale`, ... A None value means
             the backend's own default (so CLI options left unset can be passed as they are).
-            For "shapes" and "shapes-scene", `model` is passed on as the Shapes world's `model_path`
-            and the name sets the default `condition` (`SHAPES_BACKENDS`).
+            For "shapes", `model` is passed on as the Shapes world's `model_path`.
 
     Raises:
         KeyError: Unknown name; the message lists the valid names.
@@ -54,12 +66,9 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         if kwargs:
             raise TypeError(f"got an already-built backend and constructor arguments {sorted(kwargs)}")
         return name
-    if name not in BACKENDS:
-        raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
-    if name in SHAPES_BACKENDS:
-        kwargs.setdefault("condition", SHAPES_BACKENDS[name])
-        if "model" in kwargs:
-            kwargs["model_path"] = kwargs.pop("model")
+    check_backend_name(name)
+    if name in WORLDS and "model" in kwargs:
+        kwargs["model_path"] = kwargs.pop("model")
     module_name, attribute = BACKENDS[name].split(":")
     factory = getattr(importlib.import_module(module_name), attribute)
     return factory(**kwargs)
