@@ -40,22 +40,21 @@ class NoiseARPolicy:
         Returns:
             (action [P] or [N, P] float32, log_prob [] or [N]) on the prior's device.
         """
-        cond = self._as_tensor(obs["cond"]).float()
-        single = cond.ndim == 2
-        if single:
-            cond = cond[None]
         num_done = int(np.asarray(obs["num_done"]).reshape(-1)[0])
-        if num_done == 0:
-            self._state = self.prior.start(cond.to(self.prior.dtype))
+        single = len(obs["cond"].shape) == 2
+        if num_done == 0:  # the condition moves to the device once per episode, not at every step
+            cond = self._as_tensor(obs["cond"]).float()
+            self._state = self.prior.start((cond[None] if single else cond).to(self.prior.dtype))
         else:
-            if self._state is None or self._state.num_done != num_done - 1 or self._state.batch_size != cond.shape[0]:
+            batch_size = 1 if single else obs["cond"].shape[0]
+            if self._state is None or self._state.num_done != num_done - 1 or self._state.batch_size != batch_size:
                 raise RuntimeError(
                     "the policy lost track of the episode (it must act on every step from reset); "
                     f"observation has {num_done} patches done"
                 )
-            patches = self._as_tensor(obs["patches"]).float()
-            patches = patches[None] if single else patches
-            self._state = self.prior.advance(self._state, patches[:, num_done - 1])
+            # Only the newest patch moves to the device; the earlier ones are in the KV cache.
+            newest = self._as_tensor(obs["patches"][..., num_done - 1, :]).float()
+            self._state = self.prior.advance(self._state, newest[None] if single else newest)
         assert self._state.mean is not None and self._state.logvar is not None
         action, log_prob = sample_gaussian(self._state.mean, self._state.logvar, generator, self.temperature)
         return (action[0], log_prob[0]) if single else (action, log_prob)

@@ -64,6 +64,7 @@ class NoiseVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.prompts: list[str] = []
         self.cond: Condition | None = None
+        self._cond_obs: np.ndarray | None = None
         self._patches = np.zeros((num_envs, self.world.num_patches, self.world.patch_dim), np.float32)
         self._num_done = 0
         self._started = False
@@ -76,8 +77,11 @@ class NoiseVectorEnv(VectorEnv):
 
     def _observation(self) -> dict[str, np.ndarray]:
         assert self.cond is not None
+        if self._cond_obs is None:  # converted once per reset, handed out read-only at every step
+            self._cond_obs = self.cond.embeds.float().numpy().copy()
+            self._cond_obs.flags.writeable = False
         return {
-            "cond": self.cond.embeds.float().numpy().copy(),
+            "cond": self._cond_obs,
             "patches": self._patches.copy(),
             "num_done": np.full(self.num_envs, self._num_done, dtype=np.int64),
         }
@@ -97,6 +101,7 @@ class NoiseVectorEnv(VectorEnv):
         else:
             prompts = self.world.sample_prompts(self.num_envs, self.np_random)
         self.cond = self.world.encode(prompts)
+        self._cond_obs = None
         self.prompts = prompts
         self._patches[:] = 0
         self._num_done = 0
