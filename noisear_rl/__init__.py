@@ -1,6 +1,6 @@
 """noisear-rl: learn and optimize the initial noise of text-to-image diffusion models.
 
-Importing the package registers the Gymnasium environments (`NoiseAR-Shapes-v0`, ...).
+Importing the package registers the Gymnasium environments (`NoiseAR-Shapes-v1`, ...).
 """
 
 from noisear_rl.envs.registration import register_envs

@@ -93,8 +93,8 @@ class EvaluateConfig:
     guidance_scale: float | None = None
     """Classifier-free guidance (None: the backend's default)."""
     prompts: str = "eval"
-    """"eval": the backend's evaluation set (Shapes: `evaluation_prompts()`, 208 prompts; others: the
-    shipped prompt list); "train" (Shapes): the 272 prompts outside it, which training uses; or a
+    """"eval": the backend's evaluation split (Shapes: `evaluation_prompts()`, 564 prompts; others:
+    the shipped prompt list); "train" (Shapes): the 588 prompts of its training split; or a
     prompt file (one a line, or .jsonl with a "prompt" field)."""
     num_prompts: int | None = None
     """Use only the first N prompts (None: all)."""

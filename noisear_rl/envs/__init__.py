@@ -1,7 +1,7 @@
 """Gymnasium environments where each patch of the initial noise is an action.
 
 `NoiseEnv` (one episode) and `NoiseVectorEnv` (N episodes in lockstep, one batched pipeline call)
-are registered as `NoiseAR-Shapes-v0`, `NoiseAR-SDXL-v0`, `NoiseAR-DreamShaper-v0` and
+are registered as `NoiseAR-Shapes-v1`, `NoiseAR-SDXL-v0`, `NoiseAR-DreamShaper-v0` and
 `NoiseAR-HunyuanDiT-v0` on `import noisear_rl`. `NoiseARPolicy` acts on their observations with a
 prior; `collect_rollouts` runs episodes into a `RolloutBatch`.
 """
