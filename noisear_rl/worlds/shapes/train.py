@@ -34,11 +34,11 @@ from noisear_rl.worlds.shapes.world import (
     SWAPS,
     Scene,
     all_scenes,
-    attribute_keys,
     parse_prompt,
     render_batch,
     sample_scenes,
     scene_to_prompt,
+    scene_tokens,
     swap_binding,
     tokenize_words,
 )
@@ -271,13 +271,8 @@ def captions(scenes: list[Scene], swap_fraction: float, rng: np.random.Generator
 
 
 def binding_indicators(prompts: list[str]) -> Tensor:
-    """[B, K] float: which of `ATTRIBUTE_KEYS` each prompt binds."""
-    index = {key: i for i, key in enumerate(ATTRIBUTE_KEYS)}
-    out = torch.zeros(len(prompts), len(ATTRIBUTE_KEYS))
-    for row, prompt in enumerate(prompts):
-        for key in attribute_keys(prompt):
-            out[row, index[key]] = 1.0
-    return out
+    """[B, K] float: which of `ATTRIBUTE_KEYS` each prompt binds (its scene tokens, merged)."""
+    return scene_tokens(prompts).amax(1)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ verifier can tell them apart. Everything here is deterministic given a seed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Sequence
@@ -233,7 +234,8 @@ def sample_prompts(n: int, seed: int, two_object_fraction: float = 0.6) -> list[
     return [pairs[j] if t else singles[i] for t, i, j in zip(two, single_idx, pair_idx)]
 
 
-def _split() -> tuple[list[str], list[str]]:
+@functools.cache
+def _split() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(training, evaluation) prompts: a seeded half of the two-object scenes and a third of the
     one-object scenes are held out for evaluation; each list in `all_scenes()` order."""
     scenes = all_scenes()
@@ -243,8 +245,8 @@ def _split() -> tuple[list[str], list[str]]:
         indices = [i for i, scene in enumerate(scenes) if len(scene) == size]
         held_out.update(int(i) for i in rng.choice(indices, size=round(fraction * len(indices)), replace=False))
     prompts = [scene_to_prompt(scene) for scene in scenes]
-    training = [p for i, p in enumerate(prompts) if i not in held_out]
-    evaluation = [p for i, p in enumerate(prompts) if i in held_out]
+    training = tuple(p for i, p in enumerate(prompts) if i not in held_out)
+    evaluation = tuple(p for i, p in enumerate(prompts) if i in held_out)
     return training, evaluation
 
 
@@ -255,13 +257,13 @@ def evaluation_prompts() -> list[str]:
     real model is trained on its whole language; priors (golden-noise data, NLL, RL) only ever
     see `training_prompts()`, so for them these prompts are unseen.
     """
-    return _split()[1]
+    return list(_split()[1])
 
 
 def training_prompts() -> list[str]:
     """The world's prompts outside `evaluation_prompts()`: 48 one-object and 540 two-object
     prompts (588), which priors are trained on (golden-noise data, NLL, RL)."""
-    return _split()[0]
+    return list(_split()[0])
 
 
 def _object_mask(shape: str, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
