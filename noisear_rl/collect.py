@@ -31,12 +31,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from noisear_rl.checks import check_at_least, check_device, check_finite
 from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.collect_shard import collect_shard
 from noisear_rl.data import (
     MANIFEST,
     PROMPTS,
@@ -52,10 +51,9 @@ from noisear_rl.data import (
 )
 from noisear_rl.envs.prompts import prompt_set
 from noisear_rl.io import clear_killed_writes, inspect_output_folder
-from noisear_rl.pipelines.base import Condition, DiffusionBackend
+from noisear_rl.pipelines.base import DiffusionBackend
 from noisear_rl.pipelines.factory import check_backend_name, world_info
 from noisear_rl.reward_models import check_reward_spec
-from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.reward_models.clip_rewards import as_dtype
 
 FORMAT = "noisear-rl golden-noise v1"
@@ -200,7 +198,7 @@ def collect(
     progress = _progress_bar(config, total=num_shards, initial=num_shards - len(pending))
     for index in pending:
         start = index * config.prompts_per_shard
-        tensors = _collect_shard(
+        tensors = collect_shard(
             backend,
             config,
             prompts,
@@ -232,89 +230,6 @@ def collect(
     )
     write_manifest(out, manifest)
     return manifest
-
-
-@torch.no_grad()
-def _collect_shard(
-    backend: DiffusionBackend,
-    config: CollectConfig,
-    prompts: list[str],
-    start: int,
-    stop: int,
-    index: int,
-    guidance: float,
-    reward: torch.nn.Module | None,
-) -> dict[str, Tensor]:
-    """The pairs of prompts[start:stop], K noises each, prompt-major; filtered when `reward` is set."""
-    k = config.noises_per_prompt
-    cond = backend.encode(prompts[start:stop])
-    local_prompt = torch.arange(stop - start).repeat_interleave(k)
-    generator = torch.Generator("cpu").manual_seed(_shard_seed(config.seed, index))
-    noise = torch.randn((len(local_prompt), *backend.latent_shape), generator=generator)
-    golden_parts, reward_parts = [], []
-    for first in range(0, len(local_prompt), config.batch_size):
-        rows = local_prompt[first : first + config.batch_size]
-        rows_cond, rows_prompts = cond[rows], [prompts[start + int(r)] for r in rows]
-        x_T = noise[first : first + config.batch_size].to(backend.device)
-        if config.golden == "selected":
-            golden_parts.append(x_T.cpu())
-            reward_parts.append(_selection_rewards(backend, reward, x_T, rows_cond, rows_prompts))
-            continue
-        golden = golden_noise(
-            backend, x_T, rows_cond, guidance, config.inversion_guidance_scale, config.golden_steps, config.golden_procedure
-        )
-        golden_parts.append(golden.cpu())
-        if reward is not None:
-            reward_parts.append(_rewards(backend, reward, x_T, golden, rows_cond, rows_prompts, generator))
-    storage = as_dtype(config.storage_dtype)
-    tensors = {
-        "noise": noise.to(storage),
-        "golden": torch.cat(golden_parts).to(storage),
-        "prompt_index": (local_prompt + start).long(),
-        "noise_index": torch.arange(k).repeat(stop - start).long(),
-    }
-    if config.golden == "selected":
-        scores = torch.cat(reward_parts)
-        keep = scores > config.reward_threshold
-        tensors["reward_original"] = scores
-        return {key: value[keep] for key, value in tensors.items()}
-    if reward_parts:
-        original, better = (torch.cat(column) for column in zip(*reward_parts, strict=True))
-        tensors.update(reward_original=original, reward_golden=better)
-        keep = (better - original) > config.reward_threshold
-        tensors = {key: value[keep] for key, value in tensors.items()}
-    return tensors
-
-
-def _rewards(
-    backend: DiffusionBackend,
-    reward: torch.nn.Module,
-    noise: Tensor,
-    golden: Tensor,
-    cond: Condition,
-    prompts: list[str],
-    generator: torch.Generator,
-) -> tuple[Tensor, Tensor]:
-    """Rewards of the images generated from the original and from the golden noises.
-
-    Both generations use the same sampler seed, so only the initial noise differs.
-    """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    original = backend.generate(noise, cond, torch.Generator("cpu").manual_seed(seed))
-    better = backend.generate(golden.to(backend.device), cond, torch.Generator("cpu").manual_seed(seed))
-    return reward(original, prompts).float().cpu(), reward(better, prompts).float().cpu()
-
-
-def _selection_rewards(
-    backend: DiffusionBackend, reward: torch.nn.Module, noise: Tensor, cond: Condition, prompts: list[str]
-) -> Tensor:
-    """Rewards of the images generated from `noise` (the "selected" golden mode's filter)."""
-    return reward(backend.generate(noise, cond), prompts).float().cpu()
-
-
-def _shard_seed(seed: int, index: int) -> int:
-    """A 63-bit seed determined by (seed, shard index) alone."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def _check_config(config: CollectConfig) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from gymnasium.wrappers.vector import NumpyToTorch
 
 import noisear_rl  # noqa: F401  registers the environments
 from noisear_rl import NoiseARPrior
-from noisear_rl.envs import NoiseARPolicy, collect_rollouts
+from noisear_rl.envs import EnvConfig, NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.world import _load_backend_once
 from noisear_rl.reward_models import register_reward
 
@@ -200,6 +202,35 @@ def test_collect_rollouts_pads_the_last_chunk_and_matches_the_prior():
     assert torch.allclose(batch.rewards, batch.rewards.new_tensor([0.0]).expand(3), atol=1) and batch.rewards.shape == (3,)
     recomputed = prior.log_prob(batch.noise, batch.cond.embeds, per_patch=True)
     torch.testing.assert_close(recomputed, batch.log_probs, rtol=1e-4, atol=1e-3)
+
+
+def test_one_config_and_a_bounded_prompt_cache():
+    env = make(prompt_cache_size=2)
+    world = env.unwrapped.world
+    assert isinstance(world.config, EnvConfig) and (world.config.patch_size, world.patch_size) == (4, 4)
+    first = world.encode(PROMPTS[:1]).embeds
+    for prompt in PROMPTS[1:]:
+        world.encode([prompt])
+    assert list(world._cond_cache) == PROMPTS[1:]  # the least recently used prompt is dropped first
+    torch.testing.assert_close(world.encode(PROMPTS[:1]).embeds, first)  # and encoded again when asked
+    with pytest.raises(TypeError, match=r"unknown environment arguments \['patch'\]"):
+        make(patch=4)
+
+
+def test_a_torch_policy_reads_tensors_and_the_last_step_returns_the_episodes():
+    env = make_vec(2).unwrapped
+    obs, _ = env.reset(seed=0, options={"prompts": PROMPTS[:2]})
+    tensors = env.torch_observation("cpu")
+    torch.testing.assert_close(tensors["cond"], torch.tensor(obs["cond"]))
+    assert env.torch_observation("cpu")["cond"] is tensors["cond"]  # moved once per reset
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not writable")
+        NoiseARPolicy(tiny_prior(env)).act(obs)  # the env's read-only condition, without torch's warning
+    actions = np.random.default_rng(0).standard_normal((4, 2, 64)).astype(np.float32)
+    for action in actions:
+        obs, rewards, terminated, _, infos = env.step(action)
+    assert terminated.all() and infos["noise"].shape == (2, 4, 8, 8)
+    np.testing.assert_array_equal(infos["noise"], env.world.patches_to_noise(obs["patches"]).numpy())
 
 
 def test_unknown_reset_option_and_unknown_backend_are_clear_errors():

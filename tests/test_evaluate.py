@@ -13,7 +13,8 @@ import torch
 from test_noise_sources import PROMPTS, RedReward, ToyBackend
 
 from noisear_rl import evaluate as evaluation
-from noisear_rl.evaluate import EvaluateConfig, evaluate, mean_ci, t_quantile
+from noisear_rl.evaluate import EvaluateConfig, cache, evaluate, mean_ci, t_quantile
+from noisear_rl.evaluate import run as running
 
 SOURCES = ("gaussian", "best-of-n:4", "erasure-injection?num_noises=2&delta=0.5&label=erasure")
 
@@ -69,8 +70,8 @@ def test_writes_the_tables_grid_and_plot(tmp_path: Path) -> None:
 def _cell(tmp_path: Path, label: str, spec: str, seed: int) -> tuple[Path, str]:
     config = config_for(tmp_path)
     prompts = evaluation.load_prompts(config)
-    identity = evaluation._identity(evaluation._settings(config, prompts), spec, seed)
-    return evaluation._cell_path(tmp_path / "eval", label, seed), identity
+    identity = cache.cell_identity(cache.cell_settings(config, prompts), spec, seed)
+    return cache.cell_path(tmp_path / "eval", label, seed), identity
 
 
 def test_resume_skips_finished_cells_and_recomputes_changed_or_broken_ones(tmp_path: Path, monkeypatch) -> None:
@@ -78,8 +79,8 @@ def test_resume_skips_finished_cells_and_recomputes_changed_or_broken_ones(tmp_p
     first = evaluate(config_for(tmp_path, sources=SOURCES[:2]), backend=backend, rewards=rewards)
 
     loaded: list[str] = []
-    real_load = evaluation.load_noise_source
-    monkeypatch.setattr(evaluation, "load_noise_source", lambda spec, **kw: loaded.append(spec) or real_load(spec, **kw))
+    real_load = running.load_noise_source
+    monkeypatch.setattr(running, "load_noise_source", lambda spec, **kw: loaded.append(spec) or real_load(spec, **kw))
     calls = backend.generate_calls
     again = evaluate(config_for(tmp_path, sources=SOURCES[:2]), backend=backend, rewards=rewards)
     assert loaded == [] and backend.generate_calls == calls and again["results"] == first["results"]
@@ -166,14 +167,14 @@ def test_cells_stored_with_reward_seconds_still_load(tmp_path: Path) -> None:
 
 def test_a_cell_of_weights_retrained_under_the_same_path_is_recomputed(tmp_path: Path) -> None:
     config = config_for(tmp_path)
-    settings = evaluation._settings(config, evaluation.load_prompts(config))
+    settings = cache.cell_settings(config, evaluation.load_prompts(config))
     run = tmp_path / "run"
     (run / "prior").mkdir(parents=True)
     (run / "prior" / "weights.safetensors").write_bytes(b"first training")
     spec = f"noisear:{run}?label=tuned"
-    before = evaluation._identity(settings, spec, 0)
-    assert evaluation._identity(settings, spec, 0) == before
-    assert evaluation._identity(settings, f"noisear:{run}?label=other", 0) == before  # the label only names it
+    before = cache.cell_identity(settings, spec, 0)
+    assert cache.cell_identity(settings, spec, 0) == before
+    assert cache.cell_identity(settings, f"noisear:{run}?label=other", 0) == before  # the label only names it
     (run / "prior" / "weights.safetensors").write_bytes(b"the same run folder, trained again")
-    assert evaluation._identity(settings, spec, 0) != before
-    assert "source_files" not in evaluation._identity(settings, "gaussian", 0)  # no path: nothing to fingerprint
+    assert cache.cell_identity(settings, spec, 0) != before
+    assert "source_files" not in cache.cell_identity(settings, "gaussian", 0)  # no path: nothing to fingerprint

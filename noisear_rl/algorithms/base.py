@@ -44,7 +44,7 @@ from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.registry import Registry
 
-ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "noisear_rl.algorithms")
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "noisear_rl.algorithms", package="noisear_rl.algorithms")
 
 
 def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
@@ -63,18 +63,12 @@ def get_algorithm(name: str) -> type[Algorithm]:
     Raises:
         KeyError: Unknown name; the message lists the valid names.
     """
-    _import_builtins()
     return ALGORITHMS.get(name)
 
 
 def list_algorithms() -> list[str]:
-    """Names of the built-in, registered and entry-point algorithms."""
-    _import_builtins()
+    """Names of the built-in (every module of this package), registered and entry-point algorithms."""
     return ALGORITHMS.names()
-
-
-def _import_builtins() -> None:
-    import noisear_rl.algorithms.builtins  # noqa: F401
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from noisear_rl.prior.gaussian import gaussian_kl
+from noisear_rl.reward_models.normalize import per_prompt_zscore
 
 
 @dataclass(frozen=True)
@@ -131,21 +132,10 @@ def reinforce_loss(logp: Tensor, advantages: Tensor) -> ReinforceLoss:
     return ReinforceLoss(loss=-(advantages * logp).mean(), advantage_mean=advantages.mean())
 
 
-def per_prompt_normalize(rewards: Tensor, prompts: list[str], eps: float = 1e-6) -> Tensor:
-    """DDPO's per-prompt advantages: each reward minus the mean of its prompt's rewards, divided
-    by their (population) std + `eps`. Prompts need not be contiguous; a prompt seen once, or
-    whose rewards are all equal, gets advantage 0."""
-    if rewards.ndim != 1 or len(prompts) != rewards.shape[0]:
-        raise ValueError(f"need rewards [N] and N prompts, got {tuple(rewards.shape)} and {len(prompts)}")
-    rewards = rewards.float()
-    advantages = torch.zeros_like(rewards)
-    groups: dict[str, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        groups.setdefault(prompt, []).append(i)
-    for indices in groups.values():
-        group = rewards[indices]
-        advantages[indices] = (group - group.mean()) / (group.std(unbiased=False) + eps)
-    return advantages
+per_prompt_normalize = per_prompt_zscore
+"""DDPO's per-prompt advantages: the rewards z-scored within each prompt's group (the one
+implementation, `noisear_rl.reward_models.normalize.per_prompt_zscore`; its docstring says how
+`eps` is used)."""
 
 
 def leave_one_out_advantages(rewards: Tensor, group_size: int) -> Tensor:

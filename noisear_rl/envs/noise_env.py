@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from noisear_rl.envs.world import NoiseWorld
+from noisear_rl.envs.config import EnvConfig
+from noisear_rl.envs.world import NoiseWorld, condition_array, uint8_images
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
-from noisear_rl.reward_models import RewardModel
 
 
 class NoiseEnv(gym.Env):
@@ -26,44 +25,34 @@ class NoiseEnv(gym.Env):
     `reset(seed=..., options={"prompt": "..."})` uses the given prompt, else (no "prompt" in the
     options) draws one from the prompt source with the env's seeded generator. A given prompt must
     be a non-empty string, and for an embedded world a prompt of its language (checked here, so a
-    bad prompt fails in `reset`, not at the last step). See `NoiseWorld` for the constructor
-    arguments; `return_image` and `render_mode` ("rgb_array") are the env's own.
+    bad prompt fails in `reset`, not at the last step).
 
     Errors leave the env usable: a failed `reset` or a failed last step ends the episode (`step`
     then says to call `reset()`), and a rejected action changes nothing.
+
+    Args:
+        config: The settings (default: `EnvConfig()`).
+        **kwargs: `EnvConfig` fields replacing those of `config` (what `gym.make` passes).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
 
-    def __init__(
-        self,
-        backend: str | DiffusionBackend = "shapes",
-        model: str | None = None,
-        device: str = "cpu",
-        dtype: str | torch.dtype = "float32",
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        reward: str | RewardModel | None = None,
-        prompts: str | Sequence[str] | None = None,
-        patch_size: int | None = None,
-        return_image: bool = False,
-        render_mode: str | None = None,
-    ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.world = NoiseWorld(
-            backend, model, device, dtype, num_inference_steps, guidance_scale, reward, prompts, patch_size
-        )
-        self.render_mode = render_mode
-        self.return_image = return_image
+    def __init__(self, config: EnvConfig | None = None, **kwargs: Any) -> None:
+        config = EnvConfig.of(config, kwargs)
+        if config.render_mode is not None and config.render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {config.render_mode!r}")
+        self.world = NoiseWorld(config)
+        self.render_mode = config.render_mode
+        self.return_image = config.return_image
         self.observation_space = self.world.observation_space()
         self.action_space = self.world.action_space()
         self.prompt: str | None = None
         self.cond: Condition | None = None
+        self._cond_obs: np.ndarray | None = None
         self._patches = np.zeros((self.world.num_patches, self.world.patch_dim), np.float32)
         self._num_done = 0
         self._terminated = True
-        self._image: np.ndarray | None = None
+        self._image: torch.Tensor | None = None
 
     @property
     def backend(self) -> DiffusionBackend:
@@ -71,8 +60,10 @@ class NoiseEnv(gym.Env):
 
     def _observation(self) -> dict[str, Any]:
         assert self.cond is not None
+        if self._cond_obs is None:  # converted once per reset; every step returns its own copy (Gymnasium's rule)
+            self._cond_obs = condition_array(self.cond)[0]
         return {
-            "cond": self.cond.embeds[0].float().numpy().copy(),
+            "cond": self._cond_obs.copy(),
             "patches": self._patches.copy(),
             "num_done": self._num_done,
         }
@@ -86,6 +77,7 @@ class NoiseEnv(gym.Env):
         else:
             prompt = self.world.sample_prompts(1, self.np_random)[0]
         self.cond = self.world.encode([prompt])
+        self._cond_obs = None
         self.prompt = prompt
         self._patches[:] = 0
         self._num_done = 0
@@ -106,10 +98,10 @@ class NoiseEnv(gym.Env):
         self._terminated = True  # the episode ends here, scored or not
         noise = self.world.patches_to_noise(self._patches[None])
         scored = self.world.score(noise, self.cond, [self.prompt], seed=int(self.np_random.integers(2**31)))
-        self._image = (scored.images[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        self._image = scored.images[0]
         info.update({k: v[0].item() for k, v in scored.details.items()})
         if self.return_image:
-            info["image"] = scored.images[0].numpy()
+            info["image"] = scored.images[0].cpu().numpy()
         return self._observation(), float(scored.rewards[0]), True, False, info
 
     @property
@@ -122,4 +114,4 @@ class NoiseEnv(gym.Env):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; create the env with render_mode='rgb_array'")
             return None
-        return self._image
+        return None if self._image is None else uint8_images(self._image[None])[0]

@@ -9,11 +9,13 @@ import torch
 from torch import Tensor
 
 from noisear_rl.prior.gaussian import sample_gaussian
-from noisear_rl.prior.model import DecodeState, NoiseARPrior
+from noisear_rl.prior.decoding import DecodeState
+from noisear_rl.prior.model import NoiseARPrior
 
 
 class NoiseARPolicy:
-    """Acts on `NoiseEnv` / `NoiseVectorEnv` observations with a `NoiseARPrior`.
+    """Acts on `NoiseEnv` / `NoiseVectorEnv` observations (numpy, or the tensors of
+    `NoiseVectorEnv.torch_observation`) with a `NoiseARPrior`.
 
     It keeps the prior's incremental decoding state between steps, so an episode costs one pass
     over the patches (KV cache), not one pass per step. Drawing the standard normals from the same
@@ -30,8 +32,18 @@ class NoiseARPolicy:
         self.temperature = temperature
         self._state: DecodeState | None = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the prior runs (`NoiseVectorEnv.torch_observation` puts observations there)."""
+        return self.prior.device
+
     def _as_tensor(self, value: Any) -> Tensor:
-        return torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value, device=self.prior.device)
+        """An observation part (array or tensor) on the prior's device. A read-only array (the
+        env's condition) is copied: torch cannot share its memory, and would warn."""
+        if not isinstance(value, Tensor):
+            array = np.asarray(value)
+            value = torch.from_numpy(array if array.flags.writeable else array.copy())
+        return value.to(self.prior.device)
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

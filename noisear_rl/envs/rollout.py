@@ -64,7 +64,8 @@ def collect_rollouts(
     """Runs one episode per prompt through a `NoiseVectorEnv`, in lockstep chunks of `num_envs`.
 
     A last chunk shorter than `num_envs` is padded with repeats of its own prompts, and the padding
-    is dropped from the result.
+    is dropped from the result. The policy reads the env's observations as tensors on its device
+    (`NoiseVectorEnv.torch_observation`); the results come from the last step's rewards and infos.
 
     Args:
         venv: A `NoiseVectorEnv`, possibly wrapped (its `.unwrapped` is used).
@@ -81,24 +82,25 @@ def collect_rollouts(
     chunks = [prompts[i : i + n] for i in range(0, len(prompts), n)]
     for chunk in tqdm(chunks, desc="rollouts", disable=not progress):
         padded = [chunk[i % len(chunk)] for i in range(n)]
-        obs, _ = env.reset(options={"prompts": padded})
+        env.reset(options={"prompts": padded})
         log_probs = []
         terminated = np.zeros(n, dtype=bool)
         while not terminated.all():
-            action, log_prob = policy.act(obs, generator)
+            action, log_prob = policy.act(env.torch_observation(policy.device), generator)
             log_probs.append(log_prob.float().cpu())
-            obs, _, terminated, _, _ = env.step(action)
-        episode = env.last_episode
+            _, rewards, terminated, _, infos = env.step(action)
         keep = len(chunk)
+        ended = {key: torch.from_numpy(value[:keep]) for key, value in infos.items()}
+        noise, images = ended.pop("noise"), ended.pop("image", None)
         batches.append(
             RolloutBatch(
-                prompts=episode.prompts[:keep],
-                cond=episode.cond[:keep],
-                noise=episode.noise[:keep],
+                prompts=chunk,
+                cond=env.cond[:keep],
+                noise=noise,
                 log_probs=torch.stack(log_probs, 1)[:keep],
-                rewards=episode.rewards[:keep],
-                details={k: v[:keep] for k, v in episode.details.items()},
-                images=episode.images[:keep] if env.return_image else None,
+                rewards=torch.from_numpy(rewards[:keep]).float(),
+                details=ended,
+                images=images,
             )
         )
     return RolloutBatch.cat(batches)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -10,10 +9,11 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from torch import Tensor
 
-from noisear_rl.envs.world import FinishedEpisodes, NoiseWorld
+from noisear_rl.envs.config import EnvConfig
+from noisear_rl.envs.world import NoiseWorld, condition_array, uint8_images
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
-from noisear_rl.reward_models import RewardModel
 
 
 class NoiseVectorEnv(VectorEnv):
@@ -26,38 +26,31 @@ class NoiseVectorEnv(VectorEnv):
     `reset(seed=..., options={"prompts": [...N prompts...]})` uses the given prompts (each checked
     as `NoiseEnv.reset` checks its prompt), else (no "prompts" in the options) draws N from the
     prompt source. A failed `reset` or a failed last step ends the episodes: `step` then says to
-    call `reset()`; a rejected action changes nothing. After the last step, `last_episode` (a
-    `FinishedEpisodes`) holds the prompts, condition, noise, images, rewards and reward details of
-    the finished episodes. Infos hold numbers only
-    (reward details, and images with `return_image=True`) so that
-    `gymnasium.wrappers.vector.NumpyToTorch` can convert them; the prompts are `self.prompts`.
+    call `reset()`; a rejected action changes nothing.
+
+    The last step's infos hold what the episodes produced, as arrays with leading dim N: the reward
+    details and components, "noise" ([N, C, H, W] the initial noises), and with `return_image=True`
+    "image" ([N, 3, H, W] in [0, 1]). Infos hold numbers only, so that
+    `gymnasium.wrappers.vector.NumpyToTorch` can convert them; the prompts are `self.prompts`, their
+    condition `self.cond`. Observations are numpy arrays (Gymnasium wrappers, SB3); a torch policy
+    reads them as tensors on its device with `torch_observation(device)` instead.
+
+    Args:
+        num_envs: N, the episodes run in lockstep.
+        config: The settings (default: `EnvConfig()`).
+        **kwargs: `EnvConfig` fields replacing those of `config` (what `gym.make_vec` passes).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        backend: str | DiffusionBackend = "shapes",
-        model: str | None = None,
-        device: str = "cpu",
-        dtype: str | torch.dtype = "float32",
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        reward: str | RewardModel | None = None,
-        prompts: str | Sequence[str] | None = None,
-        patch_size: int | None = None,
-        return_image: bool = False,
-        render_mode: str | None = None,
-    ) -> None:
+    def __init__(self, num_envs: int = 1, config: EnvConfig | None = None, **kwargs: Any) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.world = NoiseWorld(
-            backend, model, device, dtype, num_inference_steps, guidance_scale, reward, prompts, patch_size
-        )
+        config = EnvConfig.of(config, kwargs)
+        self.world = NoiseWorld(config)
         self.num_envs = num_envs
-        self.render_mode = render_mode
-        self.return_image = return_image
+        self.render_mode = config.render_mode
+        self.return_image = config.return_image
         self.single_observation_space = self.world.observation_space()
         self.single_action_space = self.world.action_space()
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -65,11 +58,12 @@ class NoiseVectorEnv(VectorEnv):
         self.prompts: list[str] = []
         self.cond: Condition | None = None
         self._cond_obs: np.ndarray | None = None
+        self._cond_tensor: Tensor | None = None
         self._patches = np.zeros((num_envs, self.world.num_patches, self.world.patch_dim), np.float32)
         self._num_done = 0
         self._started = False
         self._autoreset = False
-        self.last_episode: FinishedEpisodes | None = None
+        self._images: Tensor | None = None
 
     @property
     def backend(self) -> DiffusionBackend:
@@ -78,13 +72,26 @@ class NoiseVectorEnv(VectorEnv):
     def _observation(self) -> dict[str, np.ndarray]:
         assert self.cond is not None
         if self._cond_obs is None:  # converted once per reset, handed out read-only at every step
-            self._cond_obs = self.cond.embeds.float().numpy().copy()
-            self._cond_obs.flags.writeable = False
+            self._cond_obs = condition_array(self.cond)
         return {
             "cond": self._cond_obs,
             "patches": self._patches.copy(),
             "num_done": np.full(self.num_envs, self._num_done, dtype=np.int64),
         }
+
+    def torch_observation(self, device: torch.device | str) -> dict[str, Any]:
+        """The current observation for a torch policy, without numpy round trips.
+
+        Returns:
+            {"cond": [N, L, D] float32 on `device` (moved once per reset), "patches": [N, T, C*p*p]
+            a CPU tensor viewing the env's buffer (valid until the next step; a policy moves only
+            the newest patch), "num_done": int}.
+        """
+        assert self.cond is not None, "call reset() first"
+        device = torch.device(device)
+        if self._cond_tensor is None or self._cond_tensor.device != device:
+            self._cond_tensor = self.cond.embeds.to(device, torch.float32)
+        return {"cond": self._cond_tensor, "patches": torch.from_numpy(self._patches), "num_done": self._num_done}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         self._started = False  # until this reset succeeds, there are no episodes to step
@@ -101,7 +108,7 @@ class NoiseVectorEnv(VectorEnv):
         else:
             prompts = self.world.sample_prompts(self.num_envs, self.np_random)
         self.cond = self.world.encode(prompts)
-        self._cond_obs = None
+        self._cond_obs = self._cond_tensor = None
         self.prompts = prompts
         self._patches[:] = 0
         self._num_done = 0
@@ -125,15 +132,15 @@ class NoiseVectorEnv(VectorEnv):
             return self._observation(), zeros, false, false.copy(), infos
         assert self.cond is not None
         self._started = False  # the episodes end here: if scoring fails, there is nothing left to step
-        noise = self.world.patches_to_noise(self._patches)
+        noise = self.world.patches_to_noise(self._patches.copy())  # never a view of the buffer reset zeroes
         scored = self.world.score(noise, self.cond, self.prompts, seed=int(self.np_random.integers(2**31)))
-        self.last_episode = scored
+        self._images = scored.images
         self._started = True
         self._autoreset = True
-        for key, value in scored.details.items():
-            infos[key] = value.numpy()
+        infos = {key: value.numpy() for key, value in scored.details.items()}
+        infos["noise"] = scored.noise.numpy()
         if self.return_image:
-            infos["image"] = scored.images.numpy()
+            infos["image"] = scored.images.cpu().numpy()
         done = np.ones(self.num_envs, dtype=bool)
         return self._observation(), scored.rewards.double().numpy(), done, false.copy(), infos
 
@@ -142,7 +149,4 @@ class NoiseVectorEnv(VectorEnv):
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; create the env with render_mode='rgb_array'")
             return None
-        if self.last_episode is None:
-            return None
-        images = (self.last_episode.images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        return tuple(images)
+        return None if self._images is None else tuple(uint8_images(self._images))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -13,10 +13,11 @@ from gymnasium import spaces
 from torch import Tensor
 
 from noisear_rl.checks import check_device
+from noisear_rl.envs.config import EnvConfig
 from noisear_rl.envs.prompts import check_prompt, make_prompt_source
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.prior.patching import num_patches, patchify, unpatchify
-from noisear_rl.reward_models import RewardModel, check_reward_spec, load_reward
+from noisear_rl.reward_models import check_reward_spec, load_reward
 
 DEFAULT_PATCH_SIZE = 32  # the SDXL family and Hunyuan-DiT, as the release; embedded worlds set their own
 ACTION_LIMIT = 1e3
@@ -45,15 +46,29 @@ def load_backend_once(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionB
         return load_backend(name, **kwargs)
 
 
+def condition_array(cond: Condition) -> np.ndarray:
+    """`cond.embeds` as a read-only float32 array [N, L, D]: the observations' "cond", made once
+    per reset and handed out at every step."""
+    array = cond.embeds.float().numpy().copy()
+    array.flags.writeable = False
+    return array
+
+
+def uint8_images(images: Tensor) -> np.ndarray:
+    """Images [N, 3, H, W] in [0, 1], on any device -> uint8 [N, H, W, 3] on the CPU (`render`)."""
+    return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+
 @dataclass
 class FinishedEpisodes:
-    """The end of a batch of episodes (tensors on CPU, leading dim N).
+    """The end of a batch of episodes (leading dim N; tensors on the CPU but the images).
 
     Attributes:
         prompts: The N prompts.
         cond: Their condition.
         noise: [N, C, H, W] the chosen initial noises.
-        images: [N, 3, H, W] the denoised images in [0, 1].
+        images: [N, 3, H, W] the denoised images in [0, 1], float32, where the backend made them
+            (they move to the CPU only when an env hands them out).
         rewards: [N] the (composite) rewards.
         details: The reward's per-sample details and components, each [N].
     """
@@ -70,52 +85,33 @@ class NoiseWorld:
     """A frozen diffusion backend, a reward and a prompt source, seen as the noise MDP.
 
     Args:
-        backend: A backend name ("shapes", "sdxl", "dreamshaper", "hunyuan-dit", "tiny-sdxl", ...)
-            or an already-built `DiffusionBackend`.
-        model: Hub id or local folder of the diffusion weights (None: the backend's default).
-        device: Where the backend runs.
-        dtype: "float32", "float16" or "bfloat16" (or a torch dtype).
-        num_inference_steps: Denoising steps (None: the backend's default).
-        guidance_scale: Classifier-free guidance (None: the backend's default).
-        reward: A reward name or composite spec ("shapes", "imagereward:1.0,pickscore:0.5"), or a
-            `RewardModel`. Default: an embedded world's own (`WorldInfo.reward`), else "imagereward".
-        prompts: A list of prompts or a prompt file; None: the backend's default source.
-        patch_size: Side of one action patch (None: an embedded world's own, else 32).
+        config: The settings (`EnvConfig`; `return_image` and `render_mode` are the environments').
     """
 
-    def __init__(
-        self,
-        backend: str | DiffusionBackend = "shapes",
-        model: str | None = None,
-        device: str = "cpu",
-        dtype: str | torch.dtype = "float32",
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        reward: str | RewardModel | None = None,
-        prompts: str | Sequence[str] | None = None,
-        patch_size: int | None = None,
-    ) -> None:
-        check_device(device, "device")
+    def __init__(self, config: EnvConfig) -> None:
+        self.config = config
+        check_device(config.device, "device")
+        reward = config.reward
         if isinstance(reward, str):
             check_reward_spec(reward)  # before the backend loads
-        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.backend = load_backend_once(
-            backend, model=model, device=device, dtype=torch_dtype,
-            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            config.backend, model=config.model, device=config.device, dtype=config.torch_dtype,
+            num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+            batch_size=config.batch_size,
         )
         # An embedded world has its own prompts, reward and patch size, however its backend was given.
         world = self.backend.world
         if reward is None:
             reward = world.reward if world else "imagereward"
-        self.reward = load_reward(reward, device=device) if isinstance(reward, str) else reward.to(device)
-        self.sample_prompts = make_prompt_source(world, prompts)
-        self.patch_size = patch_size or (world.patch_size if world else DEFAULT_PATCH_SIZE)
+        self.reward = load_reward(reward, device=config.device) if isinstance(reward, str) else reward.to(config.device)
+        self.sample_prompts = make_prompt_source(world, config.prompts)
+        self.patch_size = config.patch_size or (world.patch_size if world else DEFAULT_PATCH_SIZE)
         channels, height, width = self.backend.latent_shape
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} does not divide the latent {height}x{width}")
         self.num_patches = num_patches(height, width, self.patch_size)
         self.patch_dim = channels * self.patch_size**2
-        self._cond_cache: dict[str, Condition] = {}
+        self._cond_cache: OrderedDict[str, Condition] = OrderedDict()
         self.cond_length = self.encode(self.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
 
     # ------------------------------------------------------------------------------------ spaces
@@ -159,13 +155,23 @@ class NoiseWorld:
             raise type(error)(f"{where}: {error}") from None
 
     def encode(self, prompts: list[str]) -> Condition:
-        """Encodes prompts, each once per world (cached on CPU)."""
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cond_cache))
+        """Encodes prompts (on the CPU), each once while it stays among the
+        `config.prompt_cache_size` most recently used."""
+        found: dict[str, Condition] = {}
+        for prompt in dict.fromkeys(prompts):
+            if prompt in self._cond_cache:
+                self._cond_cache.move_to_end(prompt)
+                found[prompt] = self._cond_cache[prompt]
+        missing = [p for p in dict.fromkeys(prompts) if p not in found]
         if missing:
             encoded = self.backend.encode(missing).to("cpu")
             for i, prompt in enumerate(missing):
-                self._cond_cache[prompt] = encoded[i]
-        return Condition.cat([self._cond_cache[p] for p in prompts])
+                found[prompt] = encoded[i]
+                if self.config.prompt_cache_size:  # cat copies: a dropped prompt frees its own memory
+                    self._cond_cache[prompt] = Condition.cat([encoded[i]])
+            while len(self._cond_cache) > self.config.prompt_cache_size:
+                self._cond_cache.popitem(last=False)
+        return Condition.cat([found[p] for p in prompts])
 
     # ------------------------------------------------------------------------------------ actions
     def check_actions(self, actions: Any, batch_size: int | None) -> np.ndarray:
@@ -208,7 +214,8 @@ class NoiseWorld:
 
     # ----------------------------------------------------------------------------------- scoring
     def score(self, noise: Tensor, cond: Condition, prompts: list[str], seed: int) -> FinishedEpisodes:
-        """Denoises all noises in one batched backend call and scores the images in one reward call."""
+        """Denoises all noises in one batched backend call and scores the images in one reward call
+        (the images stay on the backend's device; rewards and details come to the CPU)."""
         device = self.backend.device
         generator = torch.Generator(device=device).manual_seed(seed)
         images = self.backend.generate(noise.to(device), cond.to(device), generator=generator)
@@ -216,6 +223,5 @@ class NoiseWorld:
         if not torch.isfinite(output.scores).all():
             raise ValueError(f"the reward is NaN or inf for some of the prompts {prompts[:4]}; check the reward model")
         details = {k: v.detach().float().cpu() for k, v in output.details.items() if v.shape[:1] == (len(prompts),)}
-        return FinishedEpisodes(
-            prompts, cond, noise.cpu(), images.detach().float().cpu(), output.scores.detach().float().cpu(), details
-        )
+        rewards = output.scores.detach().float().cpu()
+        return FinishedEpisodes(prompts, cond, noise.cpu(), images.detach().float(), rewards, details)

@@ -39,7 +39,9 @@ from torch import Tensor
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.registry import Registry
 
-NOISE_SOURCES: Registry[type[NoiseSource]] = Registry("noise source", "noisear_rl.noise_sources")
+NOISE_SOURCES: Registry[type[NoiseSource]] = Registry(
+    "noise source", "noisear_rl.noise_sources", package="noisear_rl.noise_sources"
+)
 TEXT_OPTIONS = ("label", "reward", "path")  # option values kept as written
 
 
@@ -106,7 +108,6 @@ def register_noise_source(name: str) -> Callable[[type[NoiseSource]], type[Noise
 
 def list_noise_sources() -> list[str]:
     """Names of the built-in, registered and entry-point noise sources."""
-    _import_builtins()
     return NOISE_SOURCES.names()
 
 
@@ -165,7 +166,6 @@ def parse_value(text: str) -> Any:
 
 def source_label(spec: str | SourceSpec) -> str:
     """The name a spec's source gets in tables: its `label=` option, else the class's default."""
-    _import_builtins()
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     if "label" in parsed.options:
         return str(parsed.options["label"])
@@ -207,7 +207,6 @@ def check_spec(spec: str | SourceSpec) -> tuple[type[NoiseSource], dict[str, Any
         TypeError: An option the source does not take, an ARGUMENT for a source without one, or
             a value of the wrong type (`best-of-n:abc`, `?temperature=abc`).
     """
-    _import_builtins()
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     cls = NOISE_SOURCES.get(parsed.name)
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "backend")]
@@ -274,6 +273,3 @@ def encode_on_cpu(backend: DiffusionBackend, prompts: list[str], chunk: int = 25
     with torch.no_grad():
         return Condition.cat([backend.encode(prompts[i : i + chunk]).to("cpu") for i in range(0, len(prompts), chunk)])
 
-
-def _import_builtins() -> None:
-    import noisear_rl.noise_sources.builtins  # noqa: F401

@@ -6,45 +6,46 @@ diffusers/transformers pieces only when asked for.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from noisear_rl.pipelines.base import DiffusionBackend
+from noisear_rl.registry import Registry
 from noisear_rl.worlds.info import WorldInfo
 
-# name -> "module:attribute" of a DiffusionBackend class or a factory function returning one.
-BACKENDS: dict[str, str] = {
-    "shapes": "noisear_rl.worlds.shapes:ShapesBackend",
-    "sdxl": "noisear_rl.pipelines.sdxl:SDXLBackend",
-    "dreamshaper": "noisear_rl.pipelines.sdxl:DreamShaperBackend",
-    "hunyuan-dit": "noisear_rl.pipelines.hunyuan:HunyuanDiTBackend",
-    # Random-weight pipelines built from configs (no downloads): smoke runs and tests.
-    "tiny-sdxl": "noisear_rl.pipelines.tiny:tiny_sdxl_backend",
-    "tiny-hunyuan-dit": "noisear_rl.pipelines.tiny:tiny_hunyuan_backend",
-}
+BACKENDS: Registry[Any] = Registry(
+    "diffusion backend",
+    "noisear_rl.backends",
+    lazy={
+        "shapes": "noisear_rl.worlds.shapes:ShapesBackend",
+        "sdxl": "noisear_rl.pipelines.sdxl:SDXLBackend",
+        "dreamshaper": "noisear_rl.pipelines.sdxl:DreamShaperBackend",
+        "hunyuan-dit": "noisear_rl.pipelines.hunyuan:HunyuanDiTBackend",
+        # Random-weight pipelines built from configs (no downloads): smoke runs and tests.
+        "tiny-sdxl": "noisear_rl.pipelines.tiny:tiny_sdxl_backend",
+        "tiny-hunyuan-dit": "noisear_rl.pipelines.tiny:tiny_hunyuan_backend",
+    },
+)
+"""Backend name -> a `DiffusionBackend` class or a factory function returning one (third-party
+packages: entry-point group `noisear_rl.backends`)."""
 
-WORLDS: dict[str, str] = {"shapes": "noisear_rl.worlds.shapes:WORLD"}
-"""Backend name -> "module:attribute" of the `WorldInfo` of the embedded world it belongs to."""
+WORLDS: Registry[WorldInfo] = Registry("world", "noisear_rl.worlds", lazy={"shapes": "noisear_rl.worlds.shapes:WORLD"})
+"""Backend name -> the `WorldInfo` of the embedded world it belongs to."""
 
 
 def world_info(name: str) -> WorldInfo | None:
     """The embedded world a backend name belongs to (its prompts, reward, shipped priors), without
     building the backend; None for a general text-to-image backend."""
-    if name not in WORLDS:
-        return None
-    module_name, attribute = WORLDS[name].split(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    return WORLDS.get(name) if name in WORLDS else None
 
 
 def list_backends() -> list[str]:
     """The names `load_backend` accepts."""
-    return sorted(BACKENDS)
+    return BACKENDS.names()
 
 
 def check_backend_name(name: str) -> None:
     """Raises a KeyError listing the valid names unless `load_backend` knows `name` (nothing is loaded)."""
-    if name not in BACKENDS:
-        raise KeyError(f"unknown diffusion backend {name!r}; valid names: {', '.join(list_backends())}")
+    BACKENDS.check(name)
 
 
 def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBackend:
@@ -66,9 +67,7 @@ def load_backend(name: str | DiffusionBackend, **kwargs: Any) -> DiffusionBacken
         if kwargs:
             raise TypeError(f"got an already-built backend and constructor arguments {sorted(kwargs)}")
         return name
-    check_backend_name(name)
+    factory = BACKENDS.get(name)
     if name in WORLDS and "model" in kwargs:
         kwargs["model_path"] = kwargs.pop("model")
-    module_name, attribute = BACKENDS[name].split(":")
-    factory = getattr(importlib.import_module(module_name), attribute)
     return factory(**kwargs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,47 +12,24 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from noisear_rl.hub import is_local_path
+from noisear_rl.prior.decoding import DecodeState, IncrementalDecoding
 from noisear_rl.prior.gaussian import gaussian_log_prob, sample_gaussian
 from noisear_rl.prior.layers import DecoderLayer, PromptShift, ResidualStyle
 from noisear_rl.prior.patching import num_patches, patchify, sinusoidal_positions, unpatchify
 
-
-@dataclass(frozen=True)
-class DecodeState:
-    """Everything incremental decoding carries from one patch to the next.
-
-    Attributes:
-        cross_kv: Per layer, keys/values of the condition (computed once per episode).
-        cross_mask: [B, 1, 1, L] bool mask of valid condition tokens, or None.
-        self_kv: Per layer, self-attention keys/values of the tokens seen so far.
-        num_done: Patches appended so far.
-        mean: [B, patch_dim] mean of the next patch (None once every patch is appended).
-        logvar: [B, patch_dim] log-variance of the next patch (None once done).
-        mean_shift: [B, T, patch_dim] the prompt shift of every patch's mean (computed once per
-            episode), or None for a prior without one.
-    """
-
-    cross_kv: tuple[tuple[Tensor, Tensor], ...]
-    cross_mask: Tensor | None
-    self_kv: tuple[tuple[Tensor, Tensor], ...]
-    num_done: int
-    mean: Tensor | None
-    logvar: Tensor | None
-    mean_shift: Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.cross_kv[0][0].shape[0]
+__all__ = ["DecodeState", "NoiseARPrior"]  # DecodeState lives in `decoding`, imported here as before
 
 
-class NoiseARPrior(ModelMixin, ConfigMixin):
+class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
     """p(x_T | prompt) factorised over p x p patches of the initial latent in raster order.
 
     A start token plus patch embeddings with sinusoidal positions pass through `n_layers`
     decoder layers (causal self-attention, cross-attention to the condition sequence, FFN); the
     output at position t parameterises a diagonal Gaussian over patch t through separate mean and
     log-variance heads. The heads' last layers start near zero, so an untrained prior is close to
-    N(0, I). Architecture defaults match the public NoiseAR release for SDXL.
+    N(0, I). Architecture defaults match the public NoiseAR release for SDXL. Sampling, and
+    decoding one patch at a time with a KV cache (`start`, `advance`), come from
+    `IncrementalDecoding` (`noisear_rl.prior.decoding`).
 
     With `prompt_shift_width > 0` the mean of every patch also gets a `PromptShift`: a term read
     from the condition by a learned query per patch, which depends on the prompt and the patch's
@@ -282,82 +258,6 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         # sample_gaussian detaches nothing: gradients flow through mean and std (reparameterisation).
         return nll + recon_weight * (sample - target.float()).square().mean()
 
-    # ------------------------------------------------------------------------- incremental decode
-    def start(self, cond: Tensor, cond_mask: Tensor | None = None) -> DecodeState:
-        """Begins decoding: encodes the condition once and predicts the first patch's Gaussian."""
-        self._check_cond(cond, cond_mask)
-        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask)
-        mean, logvar, self_kv = self._run(self._start_tokens(cond.shape[0]), cross_kv, mask, None)
-        return DecodeState(cross_kv, mask, self_kv, 0, _shifted(mean[:, -1], mean_shift, 0), logvar[:, -1], mean_shift)
-
-    def advance(self, state: DecodeState, patch_BD: Tensor) -> DecodeState:
-        """Appends the chosen patch [B, C*p*p]; returns the state holding the next patch's Gaussian.
-
-        After the last patch the returned state has `mean = logvar = None`.
-        """
-        if state.mean is None:
-            raise ValueError(f"all {self.num_patches} patches are already decoded")
-        if patch_BD.shape != (state.batch_size, self.patch_dim):
-            raise ValueError(f"patch must be [{state.batch_size}, {self.patch_dim}], got {tuple(patch_BD.shape)}")
-        if not torch.isfinite(patch_BD).all():
-            raise ValueError("patch contains NaN or inf")
-        num_done = state.num_done + 1
-        if num_done == self.num_patches:
-            return replace(state, num_done=num_done, mean=None, logvar=None)
-        x = self._tokens(patch_BD[:, None, :], num_done)
-        mean, logvar, self_kv = self._run(x, state.cross_kv, state.cross_mask, state.self_kv)
-        mean = _shifted(mean[:, -1], state.mean_shift, num_done)
-        return DecodeState(state.cross_kv, state.cross_mask, self_kv, num_done, mean, logvar[:, -1], state.mean_shift)
-
-    def _next_params_recomputed(self, patches_BtD: Tensor, cond: Tensor, cond_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The next patch's Gaussian from a full causal pass over the prefix (no cache)."""
-        x = torch.cat([self._start_tokens(cond.shape[0]), self._tokens(patches_BtD, 1)], dim=1)
-        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask)
-        mean, logvar, _ = self._run(x, cross_kv, mask, None)
-        return _shifted(mean[:, -1], mean_shift, patches_BtD.shape[1]), logvar[:, -1]
-
-    @torch.no_grad()
-    def sample(
-        self,
-        cond: Tensor,
-        generator: torch.Generator | None = None,
-        temperature: float | None = None,
-        use_cache: bool = True,
-        return_log_prob: bool = False,
-        cond_mask: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Samples noise [B, C, H, W] patch by patch (float32, on cond's device).
-
-        Args:
-            cond: [B, L, cond_dim] condition.
-            generator: Source of the standard normals (one [B, C*p*p] draw per patch, in order).
-            temperature: Multiplies every predicted std (None: `config.temperature`, which is 0.5
-                for a release checkpoint, as the release samples).
-            use_cache: Reuse keys/values (cost linear in T); False recomputes the prefix every step.
-            return_log_prob: Also return the [B] log-density of the sample under the sampling distribution.
-            cond_mask: Optional [B, L] mask of valid condition tokens.
-        """
-        self._check_cond(cond, cond_mask)
-        temperature = self.sampling_temperature(temperature)
-        patches, log_probs = [], []
-        state = self.start(cond, cond_mask) if use_cache else None
-        mean, logvar = (state.mean, state.logvar) if state else self._next_params_recomputed(
-            cond.new_zeros(cond.shape[0], 0, self.patch_dim), cond, cond_mask
-        )
-        for t in range(self.num_patches):
-            patch, logp = sample_gaussian(mean, logvar, generator, temperature)
-            patches.append(patch)
-            log_probs.append(logp)
-            if t + 1 == self.num_patches:
-                break
-            if state is not None:
-                state = self.advance(state, patch)
-                mean, logvar = state.mean, state.logvar
-            else:
-                mean, logvar = self._next_params_recomputed(torch.stack(patches, 1), cond, cond_mask)
-        noise = self.unpatchify(torch.stack(patches, dim=1))
-        return (noise, torch.stack(log_probs, 1).sum(1)) if return_log_prob else noise
-
     # ------------------------------------------------------------------------------- checkpoints
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any) -> NoiseARPrior:
@@ -431,7 +331,3 @@ class NoiseARPrior(ModelMixin, ConfigMixin):
         prior.check_weights(path)
         return prior
 
-
-def _shifted(mean_BD: Tensor, mean_shift_BTD: Tensor | None, patch: int) -> Tensor:
-    """The mean of patch `patch` plus its prompt shift (when the prior has one)."""
-    return mean_BD if mean_shift_BTD is None else mean_BD + mean_shift_BTD[:, patch]

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from noisear_rl.reward_models.base import RewardModel, RewardOutput
+from noisear_rl.reward_models.normalize import per_prompt_zscore
 
 Normalize = Literal["per_prompt"] | None
 NORMALIZE_CHOICES = (None, "per_prompt")
@@ -58,23 +59,6 @@ def parse_reward_spec(spec: str) -> list[RewardTerm]:
             raise ValueError(f"reward spec {spec!r} names {name!r} twice; give each reward once with its total weight")
         terms.append(RewardTerm(name, weight))
     return terms
-
-
-def per_prompt_zscore(scores: Tensor, prompts: Sequence[str], eps: float = 1e-6) -> Tensor:
-    """Z-scores `scores` [B] within each group of equal prompts (population std, clamped to `eps`).
-
-    A prompt that appears once gets 0: with no other sample of it there is nothing to compare to.
-    """
-    groups: dict[str, list[int]] = {}
-    for i, prompt in enumerate(prompts):
-        groups.setdefault(prompt, []).append(i)
-    normalized = torch.empty_like(scores)
-    for indices in groups.values():
-        index = torch.tensor(indices, device=scores.device)
-        group = scores[index]
-        std = group.std(unbiased=False).clamp_min(eps) if len(indices) > 1 else group.new_tensor(1.0)
-        normalized[index] = (group - group.mean()) / std
-    return normalized
 
 
 class CompositeReward(RewardModel):

@@ -1,4 +1,8 @@
-"""The reward-model registry: decorators in, `load_reward(name, **kwargs)` out."""
+"""The reward-model registry: decorators in, `load_reward(name, **kwargs)` out.
+
+A built-in reward is one file in this package that registers itself with `@register_reward`;
+an embedded world's reward is a lazy entry (the world lives above this layer).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,12 @@ from torch import Tensor
 from noisear_rl.registry import Registry
 from noisear_rl.reward_models.base import RewardModel, RewardOutput
 
-REWARDS: Registry[Any] = Registry("reward model", "noisear_rl.reward_models")
+REWARDS: Registry[Any] = Registry(
+    "reward model",
+    "noisear_rl.reward_models",
+    package="noisear_rl.reward_models",
+    lazy={"shapes": "noisear_rl.worlds.shapes.verifier:ShapesVerifier"},
+)
 
 
 class FunctionReward(RewardModel):
@@ -54,7 +63,6 @@ def register_reward(name: str) -> Callable[[Any], Any]:
 
 def list_rewards() -> list[str]:
     """Names of all registered and entry-point reward models."""
-    _import_builtins()
     return REWARDS.names()
 
 
@@ -68,7 +76,6 @@ def load_reward(name: str, **kwargs: Any) -> RewardModel:
     Raises:
         KeyError: Unknown name; the message lists the valid names.
     """
-    _import_builtins()
     if ":" in name or "," in name:
         from noisear_rl.reward_models.composite import CompositeReward
 
@@ -91,7 +98,6 @@ def check_reward_spec(spec: str) -> None:
     """
     from noisear_rl.reward_models.composite import parse_reward_spec
 
-    _import_builtins()
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"empty reward spec {spec!r}; give a reward name or e.g. 'imagereward:1.0,pickscore:0.5'")
     names = [term.name for term in parse_reward_spec(spec)] if (":" in spec or "," in spec) else [spec]
@@ -99,7 +105,3 @@ def check_reward_spec(spec: str) -> None:
         if name not in REWARDS:
             raise KeyError(f"unknown reward {name!r} in spec {spec!r}; valid names: {', '.join(list_rewards())}")
 
-
-def _import_builtins() -> None:
-    """Imports the modules whose decorators register the built-in rewards."""
-    import noisear_rl.reward_models.builtins  # noqa: F401
