@@ -41,6 +41,7 @@ from noisear_rl.envs.policy import NoiseARPolicy
 from noisear_rl.envs.prompts import evenly_spaced, read_prompt_file
 from noisear_rl.envs.registration import env_backend
 from noisear_rl.envs.rollout import RolloutBatch, collect_rollouts
+from noisear_rl.evaluate import mean_ci
 from noisear_rl.io import require_saved, save_pretrained_atomically, write_json
 from noisear_rl.noise_sources.noisear import resolve_prior
 from noisear_rl.pipelines.base import Condition, DiffusionBackend, check_fits
@@ -194,7 +195,7 @@ def train(
     golden = _GoldenPairs(run.data, world, set(pool), algo_config, run.seed) if not algorithm_class.uses_rollouts else None
 
     checkpoint_every = run.checkpoint_every or max(1, algo_config.iterations // 20)
-    start, heldout_before = 0, None
+    start, heldout_before, episodes_before = 0, None, None
     if checkpoint is not None:
         start, state = checkpoint
         newest = checkpoint_dirs(output_dir)[-1]
@@ -202,6 +203,7 @@ def train(
             prior.load_state_dict(state["prior"])
             algorithm.load_state_dict(state["algorithm"])
             heldout_before = state["heldout_before"]
+            episodes_before = state.get("heldout_before_episodes")
         except (KeyError, RuntimeError, ValueError, TypeError) as error:
             raise CheckpointError(
                 f"checkpoint {newest} does not fit this run ({type(error).__name__}: {str(error).strip().splitlines()[0]}); "
@@ -219,7 +221,7 @@ def train(
         folder = RunFolder(output_dir, None if checkpoint is None else start, run.tensorboard,
                            config=config_record if checkpoint is None else None)
     if heldout_before is None:
-        heldout_before, images = _evaluate(prior, venv, heldout, run, accelerator)
+        heldout_before, episodes_before, images = _evaluate(prior, venv, heldout, run, accelerator)
         if folder is not None:
             folder.log(0, {f"eval/{k}": v for k, v in heldout_before.items()})
             _save_grid(folder, "eval-000000", images, heldout)
@@ -244,7 +246,7 @@ def train(
         metrics.update({f"train/{k}": v for k, v in _mean_across_processes(updates, accelerator).items()})
         done = iteration + 1
         if run.eval_every and done % run.eval_every == 0 and done < algo_config.iterations:
-            heldout_now, images = _evaluate(prior, venv, heldout, run, accelerator)
+            heldout_now, _, images = _evaluate(prior, venv, heldout, run, accelerator)
             metrics.update({f"eval/{k}": v for k, v in heldout_now.items()})
             if folder is not None:
                 _save_grid(folder, f"eval-{done:06d}", images, heldout)
@@ -252,7 +254,8 @@ def train(
         if folder is not None:
             folder.log(done, metrics)
             if done % checkpoint_every == 0 or done == algo_config.iterations:
-                state = {"prior": prior.state_dict(), "algorithm": algorithm.state_dict(), "heldout_before": heldout_before}
+                state = {"prior": prior.state_dict(), "algorithm": algorithm.state_dict(), "heldout_before": heldout_before,
+                         "heldout_before_episodes": episodes_before}
                 save_checkpoint(output_dir, done, state, run.keep_checkpoints)
         if "rollout/reward" in metrics:
             bar.set_postfix(reward=f"{metrics['rollout/reward']:.3f}")
@@ -262,7 +265,7 @@ def train(
     bar.close()
 
     # Final evaluation, artefacts and summary.
-    heldout_after, images = _evaluate(prior, venv, heldout, run, accelerator)
+    heldout_after, episodes_after, images = _evaluate(prior, venv, heldout, run, accelerator)
     summary = {
         "algo": run.algo,
         "env": run.env,
@@ -273,6 +276,7 @@ def train(
         "heldout_noises_per_prompt": run.eval_noises_per_prompt,
         "heldout_before": heldout_before,
         "heldout_after": heldout_after,
+        "heldout_change": _paired_change(episodes_before, episodes_after, run.eval_noises_per_prompt),
         "seconds_this_session": round(time.perf_counter() - started, 1),
         "output_dir": str(output_dir),
     }
@@ -298,6 +302,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         text = f"reward {metrics['reward']:.4f}"
         return text + (f", success rate {metrics['success']:.3f}" if "success" in metrics else "")
 
+    def change(name: str, digits: int) -> str:
+        mean, low, high = summary["heldout_change"][name]
+        return f"{name} {mean:+.{digits}f} (95% CI {low:+.{digits}f} to {high:+.{digits}f})"
+
+    changes = summary.get("heldout_change") or {}
+    change_line = ([f"held-out change, paired over the same prompts and noises: "
+                    + ", ".join(change(name, 4 if name == "reward" else 3) for name in ("reward", "success") if name in changes)]
+                   if changes else [])
     return "\n".join([
         f"{summary['algo']} on {summary['env']} (seed {summary['seed']}, {summary['iterations']} iterations) "
         f"-> {summary['output_dir']}",
@@ -305,6 +317,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{describe(summary['heldout_before'])}",
         f"held-out ({summary['heldout_prompts']} prompts x {summary['heldout_noises_per_prompt']} noises) after:  "
         f"{describe(summary['heldout_after'])}",
+        *change_line,
         f"time: {summary['seconds_this_session']:.0f} s",
     ])
 
@@ -468,9 +481,12 @@ def _mean_across_processes(metrics: dict[str, float], accelerator: Any) -> dict[
     return {k: float(np.mean([m[k] for m in gathered if k in m])) for k in keys}
 
 
-def _evaluate(prior: NoiseARPrior, venv: Any, prompts: list[str], run: RunConfig, accelerator: Any) -> tuple[dict[str, float], Any]:
+def _evaluate(
+    prior: NoiseARPrior, venv: Any, prompts: list[str], run: RunConfig, accelerator: Any
+) -> tuple[dict[str, float], dict[str, list[float]], Any]:
     """Mean reward (and details) of the prior's noises on the held-out prompts, the same standard
-    normals every time; returns (metrics, images of the first noise per prompt or None off the main process)."""
+    normals every time; returns (metrics, every episode's values in prompt-major order, images of
+    the first noise per prompt or None off the main process)."""
     from accelerate.utils import gather_object
 
     rank, processes = accelerator.process_index, accelerator.num_processes
@@ -489,11 +505,26 @@ def _evaluate(prior: NoiseARPrior, venv: Any, prompts: list[str], run: RunConfig
     rows = [(i, float(batch.rewards[j]), {k: float(v[j]) for k, v in batch.details.items()}, grid_image(i, j))
             for j, i in enumerate(mine)]
     rows = sorted(gather_object(rows) if processes > 1 else rows, key=lambda row: row[0])
-    metrics = {"reward": float(np.mean([r[1] for r in rows]))}
-    for key in rows[0][2]:
-        metrics[key] = float(np.mean([r[2][key] for r in rows]))
+    episodes = {"reward": [r[1] for r in rows], **{key: [r[2][key] for r in rows] for key in rows[0][2]}}
+    metrics = {key: float(np.mean(values)) for key, values in episodes.items()}
     first = [r[3] for r in rows if r[0] % run.eval_noises_per_prompt == 0]
-    return metrics, torch.stack(first) if accelerator.is_main_process else None
+    return metrics, episodes, torch.stack(first) if accelerator.is_main_process else None
+
+
+def _paired_change(
+    before: dict[str, list[float]] | None, after: dict[str, list[float]], noises_per_prompt: int
+) -> dict[str, tuple[float, float, float]]:
+    """(mean, 95% CI low, high) of after - before for reward and success: the same prompts and
+    standard normals, so a t interval over the per-prompt mean differences. Empty for a run resumed
+    from a checkpoint that predates per-episode values."""
+    if before is None:
+        return {}
+    change = {}
+    for name in ("reward", "success"):
+        if name in before and name in after:
+            difference = torch.tensor(after[name], dtype=torch.float64) - torch.tensor(before[name], dtype=torch.float64)
+            change[name] = mean_ci(difference.view(-1, noises_per_prompt).T)
+    return change
 
 
 def _save_grid(folder: RunFolder, name: str, images: Any, prompts: list[str], max_images: int = 32) -> None:

@@ -97,7 +97,14 @@ def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tm
     summary, prior = run_training(backend, name, out, golden_dir)
     assert set(summary["heldout_before"]) >= {"reward", "success"}
     assert 0.0 <= summary["heldout_after"]["success"] <= 1.0
-    assert "held-out (4 prompts x 1 noises) before" in capsys.readouterr().out
+    # The paired change is after - before on the same prompts and noises, inside its own interval.
+    for metric in ("reward", "success"):
+        mean, low, high = summary["heldout_change"][metric]
+        assert mean == pytest.approx(summary["heldout_after"][metric] - summary["heldout_before"][metric], abs=1e-9)
+        assert low <= mean <= high
+    printed = capsys.readouterr().out
+    assert "held-out (4 prompts x 1 noises) before" in printed
+    assert "held-out change, paired over the same prompts and noises: reward" in printed
 
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["algo"] == name and config["algorithm"]["iterations"] == 2
