@@ -228,16 +228,17 @@ def test_noisear_without_a_path_takes_the_shapes_worlds_shipped_prior() -> None:
     assert prior.config.cond_dim == backend.cond_dim
 
 
-def test_golden_without_a_path_takes_the_shapes_worlds_shipped_network_or_names_its_command() -> None:
-    from noisear_rl.worlds.shapes import WORLD, ShapesBackend
+def test_golden_without_a_path_takes_the_shapes_worlds_shipped_network() -> None:
+    """The shipped network is trained: it moves a noise (the golden step's small move), not by much."""
+    from noisear_rl.worlds.shapes import ShapesBackend
 
     backend = ShapesBackend()  # the shipped weights
-    if not (WORLD.npnet / "config.json").is_file():  # v1's network is not trained yet
-        with pytest.raises(FileNotFoundError, match="golden_train"):
-            load_noise_source("golden", backend=backend)
-        return
-    network = load_noise_source("golden", backend=backend).network
-    assert network.config.cond_dim == backend.cond_dim
+    source = load_noise_source("golden", backend=backend)
+    assert source.network.config.cond_dim == backend.cond_dim
+    prompts = ["a red circle on the left and a blue square on the right"] * 2
+    base = torch.randn((2, *backend.latent_shape), generator=generator(3))
+    moved = source(prompts, backend.encode(prompts), generator(3)) - base
+    assert 1e-3 < float(moved.abs().mean()) < 0.2
 
 
 def test_model_sources_without_a_path_on_a_general_backend_ask_for_one(backend: ToyBackend) -> None:

@@ -51,8 +51,8 @@ WORLD = WorldInfo(
     ),
     npnet=HERE / "npnet",
     npnet_command=(
-        "python -m noisear_rl.collect --prompts train --num-prompts None --out data/shapes_golden && "
-        "python -m noisear_rl.noise_sources.golden_train --data data/shapes_golden --output-dir runs/shapes-npnet && "
+        "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 10 --out data/shapes_golden && "
+        "python -m noisear_rl.noise_sources.golden_train --data data/shapes_golden --steps 800 --output-dir runs/shapes-npnet && "
         "cp -r runs/shapes-npnet noisear_rl/worlds/shapes/npnet"
     ),
 )
