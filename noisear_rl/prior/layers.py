@@ -133,20 +133,30 @@ class PromptShift(nn.Module):
     own noise. The output maps start at zero: adding the pathway leaves the prior's distribution
     unchanged.
 
+    With `channels` given, the output is one value per channel of each patch, added to all of
+    that channel's p x p elements: the shift then lives in the noise's lowest frequencies (the
+    patch means), which is where an initial noise decides an image's layout, and it has p^2 times
+    fewer output weights for an update from few rollouts to fit.
+
     Args:
         num_patches: T, the number of patches.
         cond_dim: Width of the condition tokens it reads (the prior's raw condition).
         width: Width of the queries, keys and values.
-        patch_dim: Elements of one patch (the shift's width).
+        patch_dim: Elements of one patch (the shift's width), flattened as (c, i, j).
+        channels: None: a value per element; C: a value per channel, constant over the patch.
     """
 
-    def __init__(self, num_patches: int, cond_dim: int, width: int, patch_dim: int) -> None:
+    def __init__(self, num_patches: int, cond_dim: int, width: int, patch_dim: int, channels: int | None = None) -> None:
         super().__init__()
+        if channels is not None and patch_dim % channels:
+            raise ValueError(f"patch_dim {patch_dim} is not divisible by channels {channels}")
+        self.repeat = 1 if channels is None else patch_dim // channels
+        out_dim = patch_dim // self.repeat
         self.query = nn.Parameter(torch.randn(num_patches, width) * 0.5)
         self.key = nn.Linear(cond_dim, width)
         self.value = nn.Linear(cond_dim, width)
-        self.out_weight = nn.Parameter(torch.zeros(num_patches, width, patch_dim))
-        self.out_bias = nn.Parameter(torch.zeros(num_patches, patch_dim))
+        self.out_weight = nn.Parameter(torch.zeros(num_patches, width, out_dim))
+        self.out_bias = nn.Parameter(torch.zeros(num_patches, out_dim))
 
     def forward(self, cond_BLC: Tensor, mask: Tensor | None = None) -> Tensor:
         """The mean shift of every patch [B, T, patch_dim] for condition tokens [B, L, cond_dim].
@@ -158,4 +168,5 @@ class PromptShift(nn.Module):
         if mask is not None:
             scores = scores.masked_fill(~mask[:, 0], float("-inf"))
         read = torch.einsum("btl,blw->btw", scores.softmax(-1), values)
-        return torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias
+        shift = torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias
+        return shift.repeat_interleave(self.repeat, dim=-1) if self.repeat > 1 else shift

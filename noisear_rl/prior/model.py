@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -54,6 +54,8 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
         residual_style: "release" (`x = norm(x); x = f(x) + x`, as the public release) or "pre_norm".
         head_init_scale: The heads' last layers start uniform in [-scale, scale] with zero bias.
         prompt_shift_width: Width of the prompt-shift pathway (0: none, as the public release).
+        prompt_shift_resolution: "element": the shift has a value per element of a patch; "patch":
+            one per channel of each patch (the noise's patch means, its lowest frequencies).
         temperature: Default std multiplier of `sample` and `log_prob` (1.0; the release samples
             at 0.5, which `from_release_checkpoint` stores here).
         trainable_start_token: True: the start token is a parameter; False: a fixed buffer (the
@@ -76,6 +78,7 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
         residual_style: ResidualStyle = "release",
         head_init_scale: float = 1e-3,
         prompt_shift_width: int = 0,
+        prompt_shift_resolution: Literal["element", "patch"] = "element",
         temperature: float = 1.0,
         trainable_start_token: bool = True,
     ) -> None:
@@ -106,7 +109,12 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
         n = num_patches(latent_height, latent_width, patch_size)
         if prompt_shift_width < 0:
             raise ValueError(f"prompt_shift_width must be >= 0, got {prompt_shift_width}")
-        self.prompt_shift = PromptShift(n, cond_dim, prompt_shift_width, patch_dim) if prompt_shift_width else None
+        if prompt_shift_resolution not in ("element", "patch"):
+            raise ValueError(f"prompt_shift_resolution must be 'element' or 'patch', got {prompt_shift_resolution!r}")
+        channels = latent_channels if prompt_shift_resolution == "patch" else None
+        self.prompt_shift = (
+            PromptShift(n, cond_dim, prompt_shift_width, patch_dim, channels) if prompt_shift_width else None
+        )
         self.register_buffer("positions", sinusoidal_positions(n + 1, d_model), persistent=False)
 
     @staticmethod
