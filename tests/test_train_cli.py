@@ -190,19 +190,19 @@ def test_a_run_is_never_overwritten_nor_resumed_with_other_settings(backend, tmp
 def test_shipped_prior_missing_names_the_command(monkeypatch, tmp_path):
     from dataclasses import replace
 
-    import noisear_rl.train as train_module
     import noisear_rl.worlds.shapes as shapes
+    from noisear_rl.training.setup import load_prior
 
     monkeypatch.setattr(shapes, "WORLD", replace(shapes.WORLD, prior=tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="--algo nll --data"):
-        train_module._load_prior(RunConfig(), get_algorithm("dpo").config_class())
+        load_prior(RunConfig())
 
 
 def test_shipped_prior_fits_the_shipped_shapes_world():
-    import noisear_rl.train as train_module
+    from noisear_rl.training.setup import load_prior
     from noisear_rl.worlds.shapes import load_shapes_pipeline
 
-    prior = train_module._load_prior(RunConfig(), get_algorithm("dpo").config_class())
+    prior = load_prior(RunConfig())
     assert tuple(prior.latent_shape) == (3, 32, 32) and prior.config.patch_size == 8
     assert prior.config.cond_dim == load_shapes_pipeline().text_encoder.config.hidden_size
     assert sum(p.numel() for p in prior.parameters()) < 2_000_000

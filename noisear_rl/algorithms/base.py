@@ -4,23 +4,31 @@ An algorithm is a config dataclass and a class registered with `@register_algori
 
     @dataclass
     class MyConfig(RolloutConfig):
-        my_coef: float = 0.1
-        '''What it does.'''
+        epochs: int = 2
+        '''Passes over each round's rollouts.'''
+        minibatch_size: int = 16
+        '''Rollouts per optimizer step.'''
 
     @register_algorithm("mine")
     class Mine(Algorithm):
         config_class = MyConfig
 
         def update(self, batch: RolloutBatch) -> dict[str, float]:
-            loss = ...
-            self.optimizer_step(loss)
-            self.step_schedule()
-            return {"loss": loss.item()}
+            advantages = batch.rewards - batch.rewards.mean()
 
-The training loop (`noisear_rl.train`) calls `update` once per iteration with a fresh batch
-(rollouts, or golden-noise pairs when `uses_rollouts` is False), then logs, checkpoints and
-evaluates. Third-party packages register algorithms through the entry-point group
-`noisear_rl.algorithms`.
+            def loss(index: Tensor) -> Tensor:  # the mean loss over the rollouts at `index`
+                logp, _ = self.log_prob_and_params(self.prior, batch.noise[index], batch.cond[index])
+                return -(advantages[index] * logp).mean()
+
+            metrics = self.fit_minibatches(len(batch), loss, self.config.minibatch_size, self.config.epochs)
+            self.step_schedule()
+            return metrics  # "loss", "grad_norm"
+
+The training loop (`noisear_rl.train`) asks the algorithm once for its rounds' data
+(`round_data`: rollouts of the training prompts by default; nll overrides it with golden-noise
+pairs), then at every iteration calls that round, passes its batch to `update`, logs,
+checkpoints and evaluates. `examples/extending/my_algorithm.py` is a whole example. Third-party
+packages register algorithms through the entry-point group `noisear_rl.algorithms`.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from noisear_rl.checks import check_at_least, check_finite, check_positive
+from noisear_rl.algorithms.context import FreshPrior, Round, TrainingContext, rollout_round
+from noisear_rl.checks import check_at_least, check_finite, check_positive, option_name
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.schedules import warmup_cosine
 from noisear_rl.pipelines.base import Condition
@@ -126,7 +135,8 @@ class RolloutConfig(OptimConfig):
 
 
 class Algorithm(ABC):
-    """Optimises a `NoiseARPrior` in place; subclasses implement `update`.
+    """Optimises a `NoiseARPrior` in place; subclasses implement `update`, and one that learns
+    from other data than rollouts overrides `round_data` (and `check_inputs`, `fresh_prior`).
 
     Args:
         config: The algorithm's config (an instance of `config_class`).
@@ -144,7 +154,8 @@ class Algorithm(ABC):
     name: ClassVar[str] = ""
     config_class: ClassVar[type]
     uses_rollouts: ClassVar[bool] = True
-    """True: `update` takes a `RolloutBatch`; False: it takes golden-noise pairs (`GoldenBatch`)."""
+    """True: `update` takes a `RolloutBatch` (the default `round_data`); False: it takes what its
+    own `round_data` makes (nll: golden-noise pairs, `GoldenBatch`)."""
 
     def __init__(
         self,
@@ -174,6 +185,34 @@ class Algorithm(ABC):
     def update(self, batch: Any) -> dict[str, float]:
         """One iteration of optimisation on `batch`; returns metrics to log (floats)."""
 
+    # ------------------------------------------------------------------------ what a round needs
+    @classmethod
+    def check_inputs(cls, config: Any, data: str | None, num_processes: int, prefix: str = "--") -> None:
+        """Raises a ValueError naming the fix when the run cannot give this algorithm its data;
+        called before any model is loaded. Here (rollouts): each round's prompts must split evenly
+        over the processes."""
+        if config.prompts_per_iteration % num_processes:
+            raise ValueError(f"{option_name('prompts_per_iteration', prefix)} ({config.prompts_per_iteration}) must be "
+                             f"divisible by the number of processes ({num_processes})")
+
+    @classmethod
+    def fresh_prior(cls, config: Any) -> FreshPrior | None:
+        """How to make a new prior for a run that names none (nll); None: the run starts from the
+        env's embedded world's shipped prior (and needs --prior without one)."""
+        return None
+
+    def round_data(self, context: TrainingContext) -> Round:
+        """What each iteration's `update` learns from: iteration -> (this process's batch, on the
+        prior's device; metrics of that data), asked for once before the first iteration. Here:
+        rollouts of the current prior (`rollout_round`), a `RolloutBatch` for `update`."""
+        return rollout_round(self, context)
+
+    def process_info(self) -> tuple[int, int]:
+        """(this process's index, the number of processes); (0, 1) without an accelerator."""
+        if self.accelerator is None:
+            return 0, 1
+        return self.accelerator.process_index, self.accelerator.num_processes
+
     # --------------------------------------------------------------------------------- helpers
     def log_prob_and_params(
         self, model: NoiseARPrior, noise: Tensor, cond: Condition, per_patch: bool = False
@@ -191,6 +230,37 @@ class Algorithm(ABC):
         total = self.sum_across_processes(num_items)
         chunks = max(1, math.ceil(total / minibatch_size))
         return list(torch.tensor_split(torch.randperm(num_items), chunks))
+
+    def fit_minibatches(
+        self,
+        num_items: int,
+        loss_fn: Callable[[Tensor], Tensor | tuple[Tensor, dict[str, Any]]],
+        minibatch_size: int | None = None,
+        epochs: int = 1,
+    ) -> dict[str, float]:
+        """`epochs` passes over this process's `num_items` items, one optimizer step per minibatch.
+
+        `loss_fn(index)` returns the mean loss over the items at `index` (a non-empty index
+        tensor), or (that loss, more metrics to average). The minibatches are shuffled chunks of
+        about `minibatch_size` items (`minibatches`), or with None the whole batch in order.
+        Every process takes part in every step, also one with no items in it (it contributes no
+        gradient), so the processes' gradient averaging stays in lockstep; a process that skipped
+        a step would leave the others waiting forever.
+
+        Returns the means over this process's steps of "loss", "grad_norm" (of every step it took
+        part in) and the extra metrics.
+        """
+        metrics = MetricMeans()
+        for _ in range(epochs):
+            chunks = [torch.arange(num_items)] if minibatch_size is None else self.minibatches(num_items, minibatch_size)
+            for index in chunks:
+                loss = None
+                if len(index):
+                    out = loss_fn(index)
+                    loss, extra = out if isinstance(out, tuple) else (out, {})
+                    metrics.add(**extra, loss=loss)
+                metrics.add(grad_norm=self.optimizer_step(loss, len(index)))
+        return metrics.means()
 
     def optimizer_step(self, loss: Tensor | None, num_items: int) -> float | None:
         """Backpropagates `loss` (a mean over this process's `num_items` items) and applies the

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
+from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss, kl_per_noise
 from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.envs.rollout import RolloutBatch
@@ -180,7 +180,7 @@ class DPO(Algorithm):
                 return {**round_metrics, "pending_pairs": float(sum(len(p) for p in self.pending))}
             collected = PreferencePairs.cat(self.pending)
             self.pending, self.rounds_collected = [], 0
-            rank, processes = self._process()
+            rank, processes = self.process_info()
             pairs = collected[slice(rank, None, processes)].to(self.prior.device)
             round_metrics["trained_pairs"] = float(len(collected))
 
@@ -192,7 +192,6 @@ class DPO(Algorithm):
         """`epochs` passes of minibatch updates on `pairs` (this process's)."""
         config = self.config
         noise_c, noise_r, cond = pairs.chosen, pairs.rejected, pairs.cond
-        metrics = MetricMeans()
 
         # The reference's log-probs and patch Gaussians (for the KL term) are fixed for the update.
         if self.reference is not None and len(pairs):
@@ -200,43 +199,30 @@ class DPO(Algorithm):
                 ref_c, ref_params_c = self.log_prob_and_params(self.reference, noise_c, cond)
                 ref_r, ref_params_r = self.log_prob_and_params(self.reference, noise_r, cond)
 
-        for _ in range(config.epochs):
-            for idx in self.minibatches(len(pairs), config.minibatch_size):
-                loss = None
-                if len(idx):
-                    if config.objective == "dpo":
-                        logp_c, params_c = self.log_prob_and_params(self.prior, noise_c[idx], cond[idx])
-                        logp_r, params_r = self.log_prob_and_params(self.prior, noise_r[idx], cond[idx])
-                        terms = dpo_loss(logp_c, logp_r, ref_c[idx], ref_r[idx], config.beta)
-                        loss = terms.loss
-                        if config.kl_coef > 0:
-                            kl = 0.5 * (
-                                kl_per_noise(params_c, (ref_params_c[0][idx], ref_params_c[1][idx]), self.temperature)
-                                + kl_per_noise(params_r, (ref_params_r[0][idx], ref_params_r[1][idx]), self.temperature)
-                            ).mean()
-                            loss = loss + config.kl_coef * kl
-                            metrics.add(kl_to_reference=kl)
-                        metrics.add(
-                            reward_margin=terms.reward_margin, accuracy=terms.accuracy,
-                            chosen_reward=terms.chosen_reward, rejected_reward=terms.rejected_reward,
-                        )
-                    else:
-                        loss = self.prior.nll_loss(noise_c[idx], cond[idx].embeds, recon_weight=config.recon_weight)
-                    metrics.add(loss=loss)
-                metrics.add(grad_norm=self.optimizer_step(loss, len(idx)))
-        return metrics.means()
+        def loss_fn(idx: Tensor) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+            if config.objective != "dpo":
+                return self.prior.nll_loss(noise_c[idx], cond[idx].embeds, recon_weight=config.recon_weight)
+            logp_c, params_c = self.log_prob_and_params(self.prior, noise_c[idx], cond[idx])
+            logp_r, params_r = self.log_prob_and_params(self.prior, noise_r[idx], cond[idx])
+            terms = dpo_loss(logp_c, logp_r, ref_c[idx], ref_r[idx], config.beta)
+            metrics = {"reward_margin": terms.reward_margin, "accuracy": terms.accuracy,
+                       "chosen_reward": terms.chosen_reward, "rejected_reward": terms.rejected_reward}
+            if config.kl_coef > 0:
+                kl = 0.5 * (
+                    kl_per_noise(params_c, (ref_params_c[0][idx], ref_params_c[1][idx]), self.temperature)
+                    + kl_per_noise(params_r, (ref_params_r[0][idx], ref_params_r[1][idx]), self.temperature)
+                ).mean()
+                return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
+            return terms.loss, metrics
+
+        return self.fit_minibatches(len(pairs), loss_fn, config.minibatch_size, config.epochs)
 
     # ----------------------------------------------------------------------------- offline
-    def _process(self) -> tuple[int, int]:
-        if self.accelerator is None:
-            return 0, 1
-        return self.accelerator.process_index, self.accelerator.num_processes
-
     def _gather(self, pairs: PreferencePairs) -> PreferencePairs:
         """Every process's pairs of this round, in process order, on the CPU (so that each process,
         and the main process's checkpoint, holds them all)."""
         local = pairs.to("cpu")
-        if self._process()[1] == 1:
+        if self.process_info()[1] == 1:
             return local
         from accelerate.utils import gather_object
 

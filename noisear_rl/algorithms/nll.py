@@ -2,21 +2,27 @@
 
 Each iteration is one Adam step on the prior's NLL objective (per-element Gaussian NLL plus 0.2
 x the reconstruction MSE of a reparameterised sample) over a minibatch of golden noises; the
-learning rate decays on a cosine schedule. The pairs come from `python -m noisear_rl.collect`.
+learning rate decays on a cosine schedule. The pairs come from `python -m noisear_rl.collect`
+(--data); the algorithm draws them itself (`round_data`), leaving out held-out evaluation prompts.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
-from noisear_rl.algorithms.base import Algorithm, MetricMeans, OptimConfig, register_algorithm
+from noisear_rl.algorithms.base import Algorithm, OptimConfig, register_algorithm
+from noisear_rl.algorithms.context import FreshPrior, Round, TrainingContext, to_device
 from noisear_rl.checks import check_at_least, check_finite, option_name
+from noisear_rl.data import GoldenNoiseDataset, read_manifest
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.layers import ResidualStyle
 from noisear_rl.prior.model import NoiseARPrior
+from noisear_rl.seeds import derive_seed
 
 
 @dataclass
@@ -51,6 +57,9 @@ class NLLConfig(OptimConfig):
     """New prior: "pre_norm" or "release" (the public checkpoint's post-norm-like order)."""
     prompt_shift_width: int = 0
     """New prior: width of its prompt-shift pathway (a per-patch mean term read from the prompt alone; 0: none)."""
+    prompt_shift_resolution: Literal["element", "patch"] = "element"
+    """New prior: the prompt shift's values: one per element of a patch, or one per channel of each
+    patch ("patch": the noise's patch means, its lowest frequencies)."""
 
     def check(self, prefix: str = "") -> None:
         """The base ranges, the batch, the objective's weight and the new prior's architecture."""
@@ -69,7 +78,7 @@ def build_prior(config: NLLConfig, latent_shape: tuple[int, int, int], cond_dim:
         latent_channels=channels, latent_height=height, latent_width=width, patch_size=config.patch_size,
         cond_dim=cond_dim, d_model=config.d_model, d_ff=config.d_ff, n_heads=config.n_heads,
         n_layers=config.n_layers, dropout=config.dropout, residual_style=config.residual_style,
-        prompt_shift_width=config.prompt_shift_width,
+        prompt_shift_width=config.prompt_shift_width, prompt_shift_resolution=config.prompt_shift_resolution,
     )
 
 
@@ -89,6 +98,39 @@ class GoldenBatch:
         return self.noise.shape[0]
 
 
+class GoldenPairs:
+    """The golden-noise pairs of a collection, in epochs of seeded permutations; each prompt
+    encoded once by `world` (the env's). Pairs of a `heldout` prompt are left out."""
+
+    def __init__(self, data: str, world: Any, heldout: frozenset[str], batch_size: int, seed: int) -> None:
+        dataset = GoldenNoiseDataset(data, in_memory=True, require_complete=True)
+        if tuple(dataset.latent_shape) != tuple(world.backend.latent_shape):
+            raise ValueError(f"{data} holds noises of shape {dataset.latent_shape}, the env's backend needs "
+                             f"{tuple(world.backend.latent_shape)}")
+        keep = torch.tensor([dataset.prompts[i] not in heldout for i in dataset.prompt_index.tolist()], dtype=torch.bool)
+        if not keep.any():
+            raise ValueError(f"every pair in {data} is of a held-out evaluation prompt")
+        self.noise = dataset.golden[keep]
+        self.prompt_index = dataset.prompt_index[keep]
+        self.cond: Condition = world.encode(dataset.prompts)
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def batch(self, iteration: int, rank: int, processes: int) -> GoldenBatch:
+        """The iteration's pairs (this process's share): positions it*B .. (it+1)*B of the epoch permutations."""
+        n = len(self.noise)
+        positions = range(iteration * self.batch_size, (iteration + 1) * self.batch_size)
+        permutations: dict[int, Tensor] = {}
+        rows = []
+        for position in positions:
+            epoch = position // n
+            if epoch not in permutations:
+                permutations[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch, 0, 4)))
+            rows.append(int(permutations[epoch][position % n]))
+        index = torch.tensor(rows[rank::processes], dtype=torch.long)
+        return GoldenBatch(self.noise[index], self.cond[self.prompt_index[index]])
+
+
 @register_algorithm("nll")
 class NLL(Algorithm):
     """Maximum likelihood of golden noises given their prompts."""
@@ -97,13 +139,30 @@ class NLL(Algorithm):
     config: NLLConfig
     uses_rollouts = False
 
+    @classmethod
+    def check_inputs(cls, config: NLLConfig, data: str | None, num_processes: int, prefix: str = "--") -> None:
+        """--data must name a golden-noise collection (its manifest is read)."""
+        if data is None:
+            raise ValueError(f"--algo {cls.name} needs --data: a golden-noise collection "
+                             "(make one with `python -m noisear_rl.collect --out DIR`)")
+        read_manifest(data)
+
+    @classmethod
+    def fresh_prior(cls, config: NLLConfig) -> FreshPrior:
+        """Without --prior, a new prior of the config's architecture (`build_prior`)."""
+        return FreshPrior(config.patch_size, functools.partial(build_prior, config))
+
+    def round_data(self, context: TrainingContext) -> Round:
+        """Each iteration, the next `batch_size` pairs of --data (this process's share)."""
+        self.check_inputs(self.config, context.data, 1)
+        assert context.data is not None
+        pairs = GoldenPairs(context.data, context.world, context.heldout, self.config.batch_size, context.seed)
+        rank, processes = self.process_info()
+        return lambda iteration: (to_device(pairs.batch(iteration, rank, processes), self.prior.device), {})
+
     def update(self, batch: GoldenBatch) -> dict[str, float]:
         self.prior.train()  # dropout on, as in the paper's training
-        loss = None
-        if len(batch):
-            loss = self.prior.nll_loss(batch.noise, batch.cond.embeds, recon_weight=self.config.recon_weight)
-        grad_norm = self.optimizer_step(loss, len(batch))
+        loss_fn = lambda i: self.prior.nll_loss(batch.noise[i], batch.cond[i].embeds, recon_weight=self.config.recon_weight)  # noqa: E731
+        metrics = self.fit_minibatches(len(batch), loss_fn)  # one step on the whole batch
         self.step_schedule()
-        metrics = MetricMeans()
-        metrics.add(loss=loss, grad_norm=grad_norm)
-        return metrics.means()
+        return metrics

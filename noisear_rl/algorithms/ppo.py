@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
+from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import kl_per_noise, per_prompt_normalize, ppo_clip_loss
 from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.envs.rollout import RolloutBatch
@@ -70,28 +70,19 @@ class PPO(Algorithm):
         ratios_per_noise = self.prior.num_patches if config.per_patch else 1
 
         # 2. Epochs of minibatch steps on the clipped surrogate (+ KL to the reference).
-        metrics = MetricMeans()
-        for _ in range(config.epochs):
-            for idx in self.minibatches(len(batch), config.minibatch_size):
-                if len(idx) == 0:  # this process has no rollouts for this step; the others may
-                    self.optimizer_step(None, 0)
-                    continue
-                new_logp, params = self.log_prob_and_params(
-                    self.prior, batch.noise[idx], batch.cond[idx], per_patch=config.per_patch
-                )
-                terms = ppo_clip_loss(new_logp, old_logp[idx], advantages[idx], config.clip_range)
-                loss = terms.loss
-                if self.reference is not None:
-                    kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean() / ratios_per_noise
-                    loss = loss + config.kl_coef * kl
-                    metrics.add(kl_to_reference=kl)
-                grad_norm = self.optimizer_step(loss, len(idx))
-                metrics.add(
-                    loss=loss, policy_loss=terms.loss, clip_fraction=terms.clip_fraction,
-                    approx_kl=terms.approx_kl, ratio=terms.ratio_mean, grad_norm=grad_norm,
-                )
+        def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            new_logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx], per_patch=config.per_patch)
+            terms = ppo_clip_loss(new_logp, old_logp[idx], advantages[idx], config.clip_range)
+            metrics = {"policy_loss": terms.loss, "clip_fraction": terms.clip_fraction, "approx_kl": terms.approx_kl,
+                       "ratio": terms.ratio_mean}
+            if self.reference is not None:
+                kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean() / ratios_per_noise
+                return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
+            return terms.loss, metrics
+
+        metrics = self.fit_minibatches(len(batch), loss_fn, config.minibatch_size, config.epochs)
         self.step_schedule()
-        return metrics.means()
+        return metrics
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from noisear_rl.algorithms.base import Algorithm, MetricMeans, RolloutConfig, check_rollouts, register_algorithm
+from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import kl_per_noise, leave_one_out_advantages, reinforce_loss
 from noisear_rl.checks import check_at_least, check_finite
 from noisear_rl.envs.rollout import RolloutBatch
@@ -82,20 +82,15 @@ class Reinforce(Algorithm):
 
         # 3. Passes over the batch: a gradient step per minibatch of whole-noise log-probs
         #    (+ the KL to the reference).
-        metrics = MetricMeans()
-        for _ in range(config.epochs):
-            for idx in self.minibatches(len(batch), config.minibatch_size):
-                if len(idx) == 0:  # this process has no rollouts for this step; the others may
-                    self.optimizer_step(None, 0)
-                    continue
-                logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx])
-                terms = reinforce_loss(logp, advantages[idx])
-                loss = terms.loss
-                if self.reference is not None:
-                    kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean()
-                    loss = loss + config.kl_coef * kl
-                    metrics.add(kl_to_reference=kl)
-                grad_norm = self.optimizer_step(loss, len(idx))
-                metrics.add(loss=loss, policy_loss=terms.loss, logp=logp.mean(), grad_norm=grad_norm)
+        def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx])
+            terms = reinforce_loss(logp, advantages[idx])
+            metrics = {"policy_loss": terms.loss, "logp": logp.mean()}
+            if self.reference is not None:
+                kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean()
+                return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
+            return terms.loss, metrics
+
+        metrics = self.fit_minibatches(len(batch), loss_fn, config.minibatch_size, config.epochs)
         self.step_schedule()
-        return {**metrics.means(), "advantage_std": float(advantages.std())}
+        return {**metrics, "advantage_std": float(advantages.std())}
