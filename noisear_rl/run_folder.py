@@ -4,9 +4,9 @@ Layout:
 
     config.json                  the run's settings (written at start)
     metrics.jsonl                one JSON object per logged iteration ("iteration" + metrics)
-    tensorboard/                 the same scalars for TensorBoard
+    tensorboard/                 the same scalars, the image grids and the config (hyperparameters) for TensorBoard
     checkpoints/step-000012/     tensors.safetensors + state.json (the last N kept)
-    images/eval-000012.png       image grids of the fixed evaluation prompts
+    images/eval-000012.png       image grids of the fixed evaluation prompts (green/red border: passed/failed)
     reward_curve.png             training and held-out reward over iterations
     summary.json                 the final summary (also printed)
     prior/                       the final prior (`NoiseARPrior.from_pretrained` loads it)
@@ -27,12 +27,14 @@ import json
 import math
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from torch import Tensor
 
+from noisear_rl.grids import image_grid
 from noisear_rl.io import (
     CorruptFileError,
     atomic_folder,
@@ -47,6 +49,7 @@ from noisear_rl.io import (
 
 CHECKPOINTS = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
+_NUMBERED_NAME = re.compile(r"^(.*?)-(\d+)$")  # an image grid's name "eval-000012": tag and step
 TENSORS_FILE = "tensors.safetensors"
 STATE_FILE = "state.json"
 STATE_CHECKSUM = "state.json sha256"
@@ -208,6 +211,31 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------ the folder
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """A nested config as {"run.lr": 1e-05, ...}: numbers, booleans and strings kept, anything else
+    (None, lists, paths) as its text; what TensorBoard's hyperparameters take."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
+
+
+def write_hparams(writer: Any, config: dict[str, Any], metrics: Sequence[str]) -> None:
+    """Writes `config` to a `SummaryWriter`'s own run: as hyperparameters (HParams tab, with the
+    logged scalars `metrics`; `add_hparams` would make a second run) and as JSON text (Text tab)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    for summary in hparams(flatten_config(config), {metric: 0.0 for metric in metrics}):
+        writer.file_writer.add_summary(summary)
+    text = json.dumps(config, indent=1, default=str)
+    writer.add_text("config", "\n".join("    " + line for line in text.splitlines()), 0)  # indented: Markdown code
+    writer.flush()
+
+
 class RunFolder:
     """Writes a run's artefacts (call from the main process only).
 
@@ -222,12 +250,14 @@ class RunFolder:
             scratch, which drops every earlier metric.
         tensorboard: Also write TensorBoard event files.
         config: The run's settings, written to config.json before anything else (so that a
-            folder holding anything of a run holds its config.json); None keeps the stored one.
+            folder holding anything of a run holds its config.json), and to TensorBoard (as
+            hyperparameters and as text); None keeps the stored ones.
+        hparam_metrics: The logged scalars TensorBoard's hyperparameter table shows with them.
     """
 
     def __init__(
         self, root: str | Path, resume_step: int | None = None, tensorboard: bool = True,
-        config: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None, hparam_metrics: Sequence[str] = ("eval/reward", "eval/success"),
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -251,6 +281,8 @@ class RunFolder:
 
             purge = 0 if resume_step is None else resume_step + 1
             self._writer = SummaryWriter(str(self.root / "tensorboard"), purge_step=purge)
+            if config is not None:
+                write_hparams(self._writer, config, hparam_metrics)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.root / CONFIG_FILE, config)
@@ -284,11 +316,25 @@ class RunFolder:
                     raise CorruptFileError(self.metrics_path, f"line {number} is not JSON: {error}", "delete the line") from error
         return records
 
-    def save_image_grid(self, name: str, images: Tensor, captions: list[str], columns: int = 8, scale: int = 4) -> Path:
-        """Saves images [N, 3, H, W] in [0, 1] as one captioned PNG grid under images/."""
+    def save_image_grid(
+        self, name: str, images: Tensor, captions: list[str], columns: int = 8, scale: int = 4,
+        success: Sequence[float | bool | None] | None = None, step: int | None = None,
+    ) -> Path:
+        """Saves images [N, 3, H, W] in [0, 1] as one captioned PNG grid under images/, and the same
+        grid to TensorBoard: a name "eval-000012" as image "images/eval" at step 12 (`step`, when
+        given, wins; a name without a number is its own tag, at step 0).
+
+        Args:
+            success: Per image, its success value when known: a green (passed) or red border.
+        """
         path = self.root / "images" / f"{name}.png"
-        grid = image_grid(images, captions, columns, scale)
+        grid = image_grid(images, captions, columns, scale, success)
         atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+        if self._writer is not None:
+            numbered = _NUMBERED_NAME.match(name)
+            tag, number = (numbered.group(1), int(numbered.group(2))) if numbered else (name, 0)
+            self._writer.add_image(f"images/{tag}", np.asarray(grid), number if step is None else step, dataformats="HWC")
+            self._writer.flush()
         return path
 
     def plot_reward_curve(self, keys: dict[str, str]) -> Path:
@@ -320,28 +366,3 @@ class RunFolder:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-
-
-def image_grid(images: Tensor, captions: list[str], columns: int = 8, scale: int = 4) -> Any:
-    """A PIL image: `images` [N, 3, H, W] in [0, 1] upscaled by `scale`, each above its caption."""
-    import textwrap
-
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.load_default()
-    n, _, h, w = images.shape
-    cell_w, cell_h = w * scale, h * scale
-    chars = max(8, cell_w // 6)
-    wrapped = [textwrap.wrap(c, chars)[:5] for c in captions]
-    text_h = 11 * max((len(lines) for lines in wrapped), default=0) + 4
-    columns = max(1, min(columns, n))
-    rows = math.ceil(n / columns)
-    canvas = Image.new("RGB", (columns * (cell_w + 4), rows * (cell_h + text_h + 4)), "white")
-    draw = ImageDraw.Draw(canvas)
-    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    for i in range(n):
-        x, y = (i % columns) * (cell_w + 4), (i // columns) * (cell_h + text_h + 4)
-        canvas.paste(Image.fromarray(pixels[i]).resize((cell_w, cell_h), Image.NEAREST), (x, y))
-        for j, line in enumerate(wrapped[i]):
-            draw.text((x + 1, y + cell_h + 2 + 11 * j), line, fill="black", font=font)
-    return canvas

@@ -75,6 +75,49 @@ def test_check_env_passes_without_reloading_the_pipeline(env_id):
     assert _load_backend_once.cache_info().misses == loads  # render-mode copies reuse the pipeline
 
 
+def test_check_env_gives_no_warning_the_env_can_avoid():
+    """Only the condition's bounds stay infinite (a text encoder's states have none)."""
+    env = make("NoiseAR-Shapes-v1", action_bound=1.0, render_mode="rgb_array")
+    assert np.isfinite(env.observation_space["patches"].low).all() and np.isfinite(env.action_space.high).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*observation space m(in|ax)imum value is -?infinity")
+        check_env(env.unwrapped)
+
+
+def test_action_bound_gives_a_finite_box_and_clips():
+    free, bounded = make(), make(action_bound=2.0)
+    assert (free.action_space.low == -np.inf).all() and (free.action_space.high == np.inf).all()
+    assert (bounded.action_space.low == -2.0).all() and (bounded.action_space.high == 2.0).all()
+    action = np.linspace(-5, 5, 64, dtype=np.float32)
+    for env, expected in [(free, action), (bounded, action.clip(-2, 2))]:
+        env.reset(seed=0, options={"prompt": "a cat"})
+        obs, *_ = env.step(action)
+        np.testing.assert_array_equal(obs["patches"][0], expected)
+        assert obs in env.observation_space
+    with pytest.raises(ValueError, match="NaN"):  # clipping does not hide a broken action
+        bounded.step(np.full(64, np.nan, dtype=np.float32))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="action_bound"):
+            EnvConfig(action_bound=bad)
+
+
+def test_render_returns_a_frame_at_every_step():
+    env = make(render_mode="rgb_array", return_image=True)
+    env.reset(seed=0, options={"prompt": "a cat"})
+    frame = env.render()
+    assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8 and (frame == 128).all()  # no noise chosen yet
+    actions = actions_for(env, 0)
+    env.step(actions[0])
+    assert (env.render() != 128).any()
+    for action in actions[1:]:
+        _, _, _, _, info = env.step(action)
+    np.testing.assert_array_equal(env.render(), (info["image"].transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    venv = make_vec(2, render_mode="rgb_array")
+    venv.reset(seed=0, options={"prompts": PROMPTS[:2]})
+    assert [f.shape for f in venv.render()] == [(16, 16, 3)] * 2
+
+
 def test_spaces_and_episode_structure():
     env = make(return_image=True, render_mode="rgb_array")
     world = env.unwrapped.world
@@ -168,13 +211,16 @@ def test_shapes_vector_env_scores_like_the_single_env_with_the_verifier():
     np.testing.assert_array_equal(infos["success"], [info["success"] for _, _, info in single])
 
 
-def test_vector_env_works_with_numpy_to_torch():
+def test_vector_env_works_with_numpy_to_torch_and_its_infos_carry_the_prompts():
     venv = NumpyToTorch(make_vec(2))
-    obs, _ = venv.reset(seed=0, options={"prompts": PROMPTS[:2]})
-    assert isinstance(obs["cond"], torch.Tensor) and obs["cond"].shape[0] == 2
+    obs, info = venv.reset(seed=0, options={"prompts": PROMPTS[:2]})
+    assert isinstance(obs["cond"], torch.Tensor) and obs["cond"].shape[0] == 2 and info["prompt"] == tuple(PROMPTS[:2])
     for _ in range(4):
         obs, rewards, terminated, _, infos = venv.step(torch.randn(2, 64))
-    assert isinstance(rewards, torch.Tensor) and terminated.all()
+        assert infos["prompt"] == tuple(PROMPTS[:2])
+    assert isinstance(rewards, torch.Tensor) and terminated.all() and isinstance(infos["noise"], torch.Tensor)
+    _, _, _, _, infos = venv.step(torch.randn(2, 64))  # the autoreset step: new prompts, drawn from the source
+    assert len(infos["prompt"]) == 2 and all(isinstance(p, str) for p in infos["prompt"])
 
 
 def test_episode_driven_by_the_prior_equals_prior_sample():
@@ -202,6 +248,8 @@ def test_collect_rollouts_pads_the_last_chunk_and_matches_the_prior():
     assert torch.allclose(batch.rewards, batch.rewards.new_tensor([0.0]).expand(3), atol=1) and batch.rewards.shape == (3,)
     recomputed = prior.log_prob(batch.noise, batch.cond.embeds, per_patch=True)
     torch.testing.assert_close(recomputed, batch.log_probs, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="action_bound=None"):  # clipped actions would break the log-probs
+        collect_rollouts(make_vec(2, action_bound=4.0), NoiseARPolicy(prior), PROMPTS)
 
 
 def test_one_config_and_a_bounded_prompt_cache():

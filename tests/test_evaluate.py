@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_noise_sources import PROMPTS, RedReward, ToyBackend
 
 from noisear_rl import evaluate as evaluation
-from noisear_rl.evaluate import EvaluateConfig, cache, evaluate, mean_ci, t_quantile
+from noisear_rl.evaluate import (
+    Cell, EvaluateConfig, cache, evaluate, mean_ci, rate_ci, results_csv, results_markdown, summarise, t_quantile,
+    wilson_interval,
+)
 from noisear_rl.evaluate import run as running
 
 SOURCES = ("gaussian", "best-of-n:4", "erasure-injection?num_noises=2&delta=0.5&label=erasure")
@@ -124,6 +130,45 @@ def test_mean_ci_is_a_t_interval_over_prompt_means() -> None:
     assert mean == pytest.approx(0.625) and (low, high) == pytest.approx((0.625 - half, 0.625 + half))
     assert mean_ci(torch.ones(3, 5)) == (1.0, 1.0, 1.0)
     assert math.isnan(mean_ci(torch.ones(1, 1))[1])
+
+
+def test_rates_get_wilson_intervals_inside_0_1() -> None:
+    assert wilson_interval(7 / 8, 8) == pytest.approx((0.5291, 0.9776), abs=1e-4)  # the textbook value
+    for values_SP, expected in [(torch.ones(3, 8), 1.0), (torch.zeros(3, 8), 0.0), (torch.ones(1, 1), 1.0)]:
+        rate, low, high = rate_ci(values_SP)
+        assert rate == expected and 0 <= low <= rate <= high <= 1 and high - low > 0.05  # never a zero-width interval
+    assert rate_ci(torch.tensor([[1.0] * 7 + [0.0]])) == pytest.approx((0.875, 0.5291, 0.9776), abs=1e-4)
+    _, low, high = mean_ci(torch.tensor([[1.0] * 7 + [0.0]]))
+    assert high > 1  # what the t interval did to rates
+
+
+def test_summary_uses_wilson_for_rates_and_t_for_the_rest(tmp_path: Path) -> None:
+    success = {"gaussian": [1.0, 1.0, 1.0, 1.0], "other": [0.0, 1.0, 0.0, 0.0]}
+    cells = {
+        label: [Cell({"red": torch.tensor([0.2, 0.4, 0.1, 0.3]) + i, "red.success": torch.tensor(values)},
+                     torch.rand(4, 3, 8, 8).mul(255).to(torch.uint8), {"noise_seconds": 1.0, "generate_seconds": 1.0,
+                                                                       "images": 4.0})]
+        for i, (label, values) in enumerate(success.items())
+    }
+    config = EvaluateConfig(sources=("gaussian", "best-of-n:2?label=other"), seeds=(0,))
+    summary = summarise(cells, config, num_prompts=4)
+    for result in summary["results"].values():
+        rate, red = result["metrics"]["red.success"], result["metrics"]["red"]
+        assert rate["interval"] == "wilson" and 0 <= rate["ci95_low"] <= rate["mean"] <= rate["ci95_high"] <= 1
+        assert red["interval"] == "t"
+    assert summary["results"]["gaussian"]["metrics"]["red.success"]["ci95_high"] == 1.0
+    assert "Wilson" in summary["ci"]
+    assert summary["results"]["other"]["metrics"]["red.success"]["delta_ci95_low"] < -1  # differences: t, unbounded
+    table = results_markdown(summary)
+    assert "| gaussian | 0.250 ± 0.205 | 1.000 [0.510, 1.000] |" in table  # a mean ± t half-width, a rate [Wilson]
+    rows = list(csv.DictReader(io.StringIO(results_csv(summary))))
+    assert {row["interval"] for row in rows if row["metric"] == "red.success"} == {"wilson"}
+
+    from noisear_rl.evaluate.reports import write_outputs
+
+    write_outputs(tmp_path, summary, cells, ["p0", "p3"], [0, 3])
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))  # 2 sources a row, cells 128 + 4 pixels wide
+    assert tuple(grid[0, 0]) == (0, 170, 0) and tuple(grid[0, 132]) == (220, 0, 0)  # gaussian passed, other failed
 
 
 def test_cli_on_the_tiny_sdxl_pipeline(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,13 +55,22 @@ class EnvConfig:
     return_image: bool = False
     """The environments put the image ([3, H, W] in [0, 1]) of a finished episode in its info."""
     render_mode: str | None = None
-    """None or "rgb_array" (`render()` returns the last episode's image as uint8 [H, W, 3])."""
+    """None or "rgb_array": `render()` returns uint8 [H, W, 3] frames at the image's size: the noise
+    chosen so far while an episode runs (unchosen patches grey), the denoised image once it ends."""
+    action_bound: float | None = None
+    """None: the action space is `Box(-inf, inf)`, exact Gaussian semantics (the toolkit's own
+    algorithms). A float b: `Box(-b, b)`, and actions beyond ±b are clipped to it (what libraries
+    that need finite bounds, Stable-Baselines3 PPO and SAC, take); the noise is then the clipped
+    actions, so a Gaussian policy's log-prob of its unclipped action is no longer the log-density
+    of the noise. 4.0 clips a standard normal value with probability 6e-5."""
 
     def __post_init__(self) -> None:
         if self.prompt_cache_size < 0:
             raise ValueError(f"prompt_cache_size must be >= 0, got {self.prompt_cache_size}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.action_bound is not None and not 0 < self.action_bound < math.inf:
+            raise ValueError(f"action_bound must be a positive finite number or None (unbounded), got {self.action_bound}")
 
     @classmethod
     def of(cls, config: EnvConfig | None, kwargs: dict[str, Any]) -> EnvConfig:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from noisear_rl.envs.config import EnvConfig
-from noisear_rl.envs.world import NoiseWorld, condition_array, uint8_images
+from noisear_rl.envs.world import NoiseWorld, condition_array
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 
 
@@ -18,8 +18,9 @@ class NoiseEnv(gym.Env):
 
     Observation: {"cond": [L, D] the prompt's condition (encoded once per prompt), "patches":
     [T, C*p*p] the patches chosen so far (zeros after), "num_done": how many}. Action: the next
-    patch [C*p*p] of unit-variance noise. Reward: 0 until the last patch; then the composite reward
-    of the image denoised by the frozen pipeline, and the episode terminates. `info` carries the
+    patch [C*p*p] of unit-variance noise (`Box(-inf, inf)`; with `action_bound=b`, `Box(-b, b)`, larger
+    values clipped: see `EnvConfig.action_bound`). Reward: 0 until the last patch; then the composite
+    reward of the image denoised by the frozen pipeline, and the episode terminates. `info` carries the
     prompt, the reward details and components, and with `return_image=True` the image [3, H, W].
 
     `reset(seed=..., options={"prompt": "..."})` uses the given prompt, else (no "prompt" in the
@@ -110,8 +111,10 @@ class NoiseEnv(gym.Env):
         return self.world.patches_to_noise(self._patches[None])[0]
 
     def render(self) -> np.ndarray | None:
-        """The last episode's image as uint8 [H, W, 3] (None before the first episode ends)."""
+        """A uint8 [H, W, 3] frame at the image's size (with `render_mode="rgb_array"`; None, with a
+        warning, without one): the noise chosen so far while the episode runs (mid-grey before the
+        first step: see `noisear_rl.envs.world.noise_frames`), the denoised image once it ended."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; create the env with render_mode='rgb_array'")
             return None
-        return None if self._image is None else uint8_images(self._image[None])[0]
+        return self.world.frames(self._patches[None], None if self._image is None else self._image[None])[0]

@@ -68,7 +68,7 @@ def collect_rollouts(
     (`NoiseVectorEnv.torch_observation`); the results come from the last step's rewards and infos.
 
     Args:
-        venv: A `NoiseVectorEnv`, possibly wrapped (its `.unwrapped` is used).
+        venv: A `NoiseVectorEnv` with `action_bound=None`, possibly wrapped (its `.unwrapped` is used).
         policy: Acts on the observations; its log-probs become `RolloutBatch.log_probs`.
         prompts: One episode per prompt.
         generator: Source of the policy's standard normals.
@@ -77,6 +77,9 @@ def collect_rollouts(
     from tqdm.auto import tqdm
 
     env = venv.unwrapped
+    if env.world.config.action_bound is not None:
+        raise ValueError("collect_rollouts needs an env with action_bound=None: a bound clips the policy's actions, so "
+                         "their log-probs would not be those of the noises")
     n = env.num_envs
     batches = []
     chunks = [prompts[i : i + n] for i in range(0, len(prompts), n)]
@@ -90,7 +93,7 @@ def collect_rollouts(
             log_probs.append(log_prob.float().cpu())
             _, rewards, terminated, _, infos = env.step(action)
         keep = len(chunk)
-        ended = {key: torch.from_numpy(value[:keep]) for key, value in infos.items()}
+        ended = {key: torch.from_numpy(value[:keep]) for key, value in infos.items() if key != "prompt"}
         noise, images = ended.pop("noise"), ended.pop("image", None)
         batches.append(
             RolloutBatch(

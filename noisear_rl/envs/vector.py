@@ -12,7 +12,7 @@ from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from noisear_rl.envs.config import EnvConfig
-from noisear_rl.envs.world import NoiseWorld, condition_array, uint8_images
+from noisear_rl.envs.world import NoiseWorld, condition_array
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 
 
@@ -28,12 +28,15 @@ class NoiseVectorEnv(VectorEnv):
     prompt source. A failed `reset` or a failed last step ends the episodes: `step` then says to
     call `reset()`; a rejected action changes nothing.
 
-    The last step's infos hold what the episodes produced, as arrays with leading dim N: the reward
-    details and components, "noise" ([N, C, H, W] the initial noises), and with `return_image=True`
-    "image" ([N, 3, H, W] in [0, 1]). Infos hold numbers only, so that
-    `gymnasium.wrappers.vector.NumpyToTorch` can convert them; the prompts are `self.prompts`, their
-    condition `self.cond`. Observations are numpy arrays (Gymnasium wrappers, SB3); a torch policy
-    reads them as tensors on its device with `torch_observation(device)` instead.
+    Every info holds "prompt", the N prompts of the episodes running (a tuple of str; also
+    `self.prompts`, their condition `self.cond`). The last step's infos also hold what the episodes
+    produced, as arrays with leading dim N: the reward details and components, "noise" ([N, C, H, W]
+    the initial noises), and with `return_image=True` "image" ([N, 3, H, W] in [0, 1]).
+    `gymnasium.wrappers.vector.NumpyToTorch` converts the arrays and keeps the prompts as they are
+    (the env teaches Gymnasium's converter to leave a str alone: it garbles one otherwise).
+    Observations are numpy arrays (Gymnasium wrappers); a torch policy reads them as tensors on its
+    device with `torch_observation(device)` instead. `render()` returns one frame per episode, as
+    `NoiseEnv.render` does.
 
     Args:
         num_envs: N, the episodes run in lockstep.
@@ -47,6 +50,7 @@ class NoiseVectorEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         config = EnvConfig.of(config, kwargs)
+        _keep_strings_in_array_conversion()
         self.world = NoiseWorld(config)
         self.num_envs = num_envs
         self.render_mode = config.render_mode
@@ -114,7 +118,8 @@ class NoiseVectorEnv(VectorEnv):
         self._num_done = 0
         self._started = True
         self._autoreset = False
-        return self._observation(), {}
+        self._images = None
+        return self._observation(), {"prompt": tuple(prompts)}
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self._started:
@@ -127,7 +132,7 @@ class NoiseVectorEnv(VectorEnv):
         patches = self.world.check_actions(actions, batch_size=self.num_envs)
         self._patches[:, self._num_done] = patches
         self._num_done += 1
-        infos: dict[str, Any] = {}
+        infos: dict[str, Any] = {"prompt": tuple(self.prompts)}
         if self._num_done < self.world.num_patches:
             return self._observation(), zeros, false, false.copy(), infos
         assert self.cond is not None
@@ -137,7 +142,7 @@ class NoiseVectorEnv(VectorEnv):
         self._images = scored.images
         self._started = True
         self._autoreset = True
-        infos = {key: value.numpy() for key, value in scored.details.items()}
+        infos.update({key: value.numpy() for key, value in scored.details.items()})
         infos["noise"] = scored.noise.numpy()
         if self.return_image:
             infos["image"] = scored.images.cpu().numpy()
@@ -145,8 +150,20 @@ class NoiseVectorEnv(VectorEnv):
         return self._observation(), scored.rewards.double().numpy(), done, false.copy(), infos
 
     def render(self) -> tuple[np.ndarray, ...] | None:
-        """The last episodes' images as uint8 [H, W, 3] arrays (None before any episode ends)."""
+        """One uint8 [H, W, 3] frame per episode (with `render_mode="rgb_array"`; None, with a
+        warning, without one): the noises chosen so far, or the images once the episodes ended."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; create the env with render_mode='rgb_array'")
             return None
-        return None if self._images is None else tuple(uint8_images(self._images))
+        return tuple(self.world.frames(self._patches, self._images))
+
+
+def _keep_strings_in_array_conversion() -> None:
+    """Registers str with Gymnasium's array converter (what `NumpyToTorch` applies to infos) as
+    left unchanged: it treats a str as an iterable of str and returns garbage for the prompts."""
+    try:
+        from gymnasium.wrappers.array_conversion import array_conversion as convert
+    except ImportError:  # gymnasium 1.0
+        from gymnasium.wrappers.numpy_to_torch import numpy_to_torch as convert
+    if str not in convert.registry:
+        convert.register(str, lambda value, *args, **kwargs: value)

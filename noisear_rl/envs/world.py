@@ -59,6 +59,15 @@ def uint8_images(images: Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
 
+def noise_frames(noise_NCHW: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Noise [N, C, H, W] as uint8 [N, *size, 3] frames (`render` while an episode runs): its first
+    three channels (a missing one black), 0 mid-grey and ±3 std black or white, nearest-upscaled."""
+    rgb = noise_NCHW[:, :3].float().cpu()
+    rgb = torch.nn.functional.pad(rgb, (0, 0, 0, 0, 0, 3 - rgb.shape[1]), value=-3.0)
+    rgb = torch.nn.functional.interpolate((0.5 + rgb / 6).clamp(0, 1), size=size, mode="nearest")
+    return uint8_images(rgb)
+
+
 @dataclass
 class FinishedEpisodes:
     """The end of a batch of episodes (leading dim N; tensors on the CPU but the images).
@@ -112,6 +121,8 @@ class NoiseWorld:
         self.num_patches = num_patches(height, width, self.patch_size)
         self.patch_dim = channels * self.patch_size**2
         self._cond_cache: OrderedDict[str, Condition] = OrderedDict()
+        self.image_size: tuple[int, int] = (  # the frames' size: the images', once one is made
+            int(getattr(self.backend, "height", height)), int(getattr(self.backend, "width", width)))
         self.cond_length = self.encode(self.sample_prompts(1, np.random.default_rng(0))).embeds.shape[1]
 
     # ------------------------------------------------------------------------------------ spaces
@@ -120,14 +131,21 @@ class NoiseWorld:
         return spaces.Dict(
             {
                 "cond": spaces.Box(-np.inf, np.inf, (self.cond_length, self.backend.cond_dim), np.float32),
-                "patches": spaces.Box(-np.inf, np.inf, (self.num_patches, self.patch_dim), np.float32),
+                "patches": spaces.Box(-self.action_limit, self.action_limit, (self.num_patches, self.patch_dim), np.float32),
                 "num_done": spaces.Discrete(self.num_patches + 1),
             }
         )
 
     def action_space(self) -> spaces.Box:
-        """One patch of unit-variance noise, flattened channel-major (c, i, j)."""
-        return spaces.Box(-np.inf, np.inf, (self.patch_dim,), np.float32)
+        """One patch of unit-variance noise, flattened channel-major (c, i, j): `Box(-inf, inf)`, or
+        `Box(-b, b)` with `config.action_bound` b."""
+        bound = np.inf if self.config.action_bound is None else self.config.action_bound
+        return spaces.Box(-bound, bound, (self.patch_dim,), np.float32)
+
+    @property
+    def action_limit(self) -> float:
+        """The largest magnitude a chosen noise value can have: `config.action_bound`, else `ACTION_LIMIT`."""
+        return float(ACTION_LIMIT if self.config.action_bound is None else self.config.action_bound)
 
     # ------------------------------------------------------------------------------------ prompts
     @staticmethod
@@ -176,7 +194,7 @@ class NoiseWorld:
     # ------------------------------------------------------------------------------------ actions
     def check_actions(self, actions: Any, batch_size: int | None) -> np.ndarray:
         """Validates actions ([P] or [N, P] float, finite, within ±`ACTION_LIMIT`) and returns
-        them as float32.
+        them as float32, clipped to ±`config.action_bound` when it is set.
 
         Raises:
             ValueError: Not an array of that shape, a non-float dtype, NaN or inf, or a value
@@ -202,11 +220,20 @@ class NoiseWorld:
                 f"action values must lie within ±{ACTION_LIMIT:g} (a patch of unit-variance noise), got one of "
                 f"magnitude {largest:.3g}; the episode is unchanged"
             )
-        return array.astype(np.float32, copy=False)
+        array = array.astype(np.float32, copy=False)
+        bound = self.config.action_bound
+        return array if bound is None else np.clip(array, -bound, bound)
 
     def patches_to_noise(self, patches_NTP: np.ndarray | Tensor) -> Tensor:
         """[N, T, C*p*p] -> unit-variance noise [N, C, H, W] (float32 tensor)."""
         return unpatchify(torch.as_tensor(patches_NTP, dtype=torch.float32), self.patch_size, *self.backend.latent_shape)
+
+    def frames(self, patches_NTP: np.ndarray, images: Tensor | None) -> np.ndarray:
+        """What `render` shows, uint8 [N, H, W, 3] at the image size: the `images` of finished
+        episodes, else the noise assembled from the patches chosen so far (see `noise_frames`)."""
+        if images is not None:
+            return uint8_images(images)
+        return noise_frames(self.patches_to_noise(patches_NTP), self.image_size)
 
     def noise_to_patches(self, noise_NCHW: Tensor) -> Tensor:
         """[N, C, H, W] -> [N, T, C*p*p] in action order."""
@@ -219,6 +246,7 @@ class NoiseWorld:
         device = self.backend.device
         generator = torch.Generator(device=device).manual_seed(seed)
         images = self.backend.generate(noise.to(device), cond.to(device), generator=generator)
+        self.image_size = (int(images.shape[-2]), int(images.shape[-1]))
         output = self.reward.evaluate(images, prompts)
         if not torch.isfinite(output.scores).all():
             raise ValueError(f"the reward is NaN or inf for some of the prompts {prompts[:4]}; check the reward model")

@@ -6,9 +6,11 @@ seeded by (s, i); sources that start from Gaussian noise draw it first, so they 
 same noises. Each image is scored by every metric (a reward name or composite spec); a reward's
 details become metrics too (the Shapes verifier's `shapes.success` is the success rate).
 
-A table cell is the mean over prompts x seeds with a 95% confidence interval: a Student t
-interval over the per-prompt means (each prompt's mean over the seeds), so prompts are the
-independent unit. Time per image is measured per source: the noise (the source's call: for
+A table cell is the mean over prompts x seeds with a 95% confidence interval over the per-prompt
+means (each prompt's mean over the seeds), so prompts are the independent unit: a Wilson score
+interval for a rate (a metric whose every value is 0 or 1, like `shapes.success`; n = the
+prompts), which stays in [0, 1], and a Student t interval for the other metrics and for the paired
+differences from the first source. Time per image is measured per source: the noise (the source's call: for
 best-of-n its N generations and rewards) and the noise plus the image generation.
 
 Outputs in --output-dir: results.md (Markdown table), results.csv (one row per source and
@@ -40,7 +42,7 @@ from noisear_rl.evaluate.cache import Cell, read_cell, write_cell
 from noisear_rl.evaluate.config import EvaluateConfig, load_prompts
 from noisear_rl.evaluate.reports import bar_plot_png, results_csv, results_markdown, write_outputs
 from noisear_rl.evaluate.run import evaluate, metric_columns, run_cell, run_cells
-from noisear_rl.evaluate.stats import mean_ci, summarise, t_cdf, t_quantile
+from noisear_rl.evaluate.stats import mean_ci, rate_ci, summarise, t_cdf, t_quantile, wilson_interval
 
 __all__ = [
     "Cell",
@@ -51,6 +53,7 @@ __all__ = [
     "main",
     "mean_ci",
     "metric_columns",
+    "rate_ci",
     "read_cell",
     "results_csv",
     "results_markdown",
@@ -59,6 +62,7 @@ __all__ = [
     "summarise",
     "t_cdf",
     "t_quantile",
+    "wilson_interval",
     "write_cell",
     "write_outputs",
 ]

@@ -92,7 +92,7 @@ def evaluate(
         for spec, label in zip(config.sources, labels)
     }
     summary = summarise(cells, config, len(prompts))  # type: ignore[arg-type]
-    write_outputs(output_dir, summary, cells, [prompts[i] for i in grid_rows])  # type: ignore[arg-type]
+    write_outputs(output_dir, summary, cells, [prompts[i] for i in grid_rows], grid_rows)  # type: ignore[arg-type]
     return summary
 
 

@@ -1,4 +1,8 @@
-"""The statistics of an evaluation: Student t intervals over per-prompt means, and the summary."""
+"""The statistics of an evaluation: 95% intervals over per-prompt means, and the summary.
+
+Rates (metrics whose every value is 0 or 1: success, the verifier's checks) get Wilson score
+intervals, which stay in [0, 1]; other metrics and paired differences get Student t intervals.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,13 @@ from torch import Tensor
 
 from noisear_rl.evaluate.cache import Cell
 from noisear_rl.evaluate.config import EvaluateConfig
+
+Z95 = 1.959963984540054
+"""The standard normal's 97.5% quantile (two-sided 95%)."""
+CI_TEXT = (
+    "95% interval over per-prompt means (each prompt averaged over the seeds): a Wilson score interval for "
+    "rates (metrics whose every value is 0 or 1), a Student t interval for the other metrics and the differences"
+)
 
 
 def t_cdf(x: float, df: int) -> float:
@@ -53,7 +64,7 @@ def t_quantile(probability: float, df: int) -> float:
 def mean_ci(values_SP: Tensor) -> tuple[float, float, float]:
     """(mean, 95% CI low, high) of values [seeds, prompts]: a t interval over the per-prompt means
     (over the per-seed values when there is a single prompt); NaN bounds with one unit."""
-    units = values_SP.double().mean(dim=0) if values_SP.shape[1] > 1 else values_SP.double().flatten()
+    units = _units(values_SP)
     mean = float(units.mean())
     if len(units) < 2:
         return mean, float("nan"), float("nan")
@@ -61,18 +72,54 @@ def mean_ci(values_SP: Tensor) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _units(values_SP: Tensor) -> Tensor:
+    """The independent units of values [seeds, prompts]: the per-prompt means (the per-seed values
+    when there is a single prompt), float64."""
+    return values_SP.double().mean(dim=0) if values_SP.shape[1] > 1 else values_SP.double().flatten()
+
+
+def wilson_interval(rate: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a rate observed over `n` >= 1 trials: inside [0, 1] always,
+    and not empty when the rate is 0 or 1 (unlike the t and the normal intervals)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    shrink = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(max(rate * (1 - rate), 0.0) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_ci(values_SP: Tensor) -> tuple[float, float, float]:
+    """(rate, 95% Wilson interval low, high) of 0/1 values [seeds, prompts]: the rate is the mean of
+    the per-prompt rates and n the number of prompts (the units of `mean_ci`). With one seed this is
+    the textbook interval; with more, each prompt still counts once, so it is conservative (several
+    seeds of a prompt are not independent trials)."""
+    units = _units(values_SP)
+    rate = float(units.mean())
+    return (rate, *wilson_interval(rate, len(units)))
+
+
+def is_rate(values: Tensor) -> bool:
+    """Whether every value is 0 or 1 (a success or a 0/1 check), so that its mean is a rate."""
+    return bool(((values == 0) | (values == 1)).all())
+
+
 def summarise(cells: dict[str, list[Cell]], config: EvaluateConfig, num_prompts: int) -> dict[str, Any]:
-    """Per source: every metric's mean and 95% CI, its paired difference from the first source
-    (same prompts and seeds, so the interval is over per-prompt mean differences), and the time
-    per image."""
+    """Per source: every metric's mean and 95% CI (Wilson for a rate, t otherwise: "interval"
+    says which), its paired difference from the first source (same prompts and seeds, so a t
+    interval over per-prompt mean differences), and the time per image."""
     results: dict[str, Any] = {}
     baseline = next(iter(cells))
+    every = [cell for seed_cells in cells.values() for cell in seed_cells]
+    columns = {column for cell in every for column in cell.values}
+    rates = {column for column in columns if all(is_rate(cell.values[column]) for cell in every if column in cell.values)}
     for label, seed_cells in cells.items():
         metrics = {}
         for column in seed_cells[0].values:
             values_SP = torch.stack([cell.values[column] for cell in seed_cells])
-            mean, low, high = mean_ci(values_SP)
-            metrics[column] = {"mean": mean, "ci95_low": low, "ci95_high": high}
+            mean, low, high = rate_ci(values_SP) if column in rates else mean_ci(values_SP)
+            interval = "wilson" if column in rates else "t"
+            metrics[column] = {"mean": mean, "ci95_low": low, "ci95_high": high, "interval": interval}
             if label != baseline and column in cells[baseline][0].values:
                 delta = mean_ci(values_SP - torch.stack([cell.values[column] for cell in cells[baseline]]))
                 metrics[column] |= dict(zip(("delta", "delta_ci95_low", "delta_ci95_high"), delta))
@@ -89,7 +136,7 @@ def summarise(cells: dict[str, list[Cell]], config: EvaluateConfig, num_prompts:
         "device": config.device,
         "num_prompts": num_prompts,
         "seeds": list(config.seeds),
-        "ci": "95% Student t interval over per-prompt means (each prompt averaged over the seeds)",
+        "ci": CI_TEXT,
         "baseline": baseline,
         "sources": dict(zip(results, config.sources)),
         "results": results,
