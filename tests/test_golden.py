@@ -188,3 +188,21 @@ def test_reference_arithmetic_on_an_epsilon_model_at_50_steps() -> None:
     eps_lo = backend.predict_noise(x_961, 981, cond, 1.0)
     expected = a[961].sqrt() * (x_961 - (1 - a[941]).sqrt() * eps_lo) / a[941].sqrt() + (1 - a[961]).sqrt() * eps_lo
     torch.testing.assert_close(golden_noise(backend, x_T, cond, 5.5), expected, rtol=0, atol=1e-5)
+
+
+def test_golden_step_source_is_the_golden_step_of_its_base_noise() -> None:
+    """`golden-step` applies `golden_noise` to exactly the Gaussian source's noise, at the backend's
+    guidance unless told another; on an exact model without a guidance gap it returns the noise."""
+    from noisear_rl.noise_sources import load_noise_source
+
+    backend = ExactBackend(guidance_bias=0.3)
+    cond = backend.encode(["p"] * 3)
+    base = load_noise_source("gaussian", backend=backend)(["p"] * 3, cond, torch.Generator().manual_seed(4))
+    stepped = load_noise_source("golden-step", backend=backend)(["p"] * 3, cond, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(stepped, golden_noise(backend, base, cond, backend.guidance_scale), rtol=0, atol=0)
+    assert not torch.allclose(stepped, base)
+    low = load_noise_source("golden-step?guidance_scale=2", backend=backend)(["p"] * 3, cond, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(low, golden_noise(backend, base, cond, 2.0), rtol=0, atol=0)
+    exact = ExactBackend()
+    same = load_noise_source("golden-step", backend=exact)(["p"] * 3, exact.encode(["p"] * 3), torch.Generator().manual_seed(4))
+    assert (same - base).norm() < 0.1 * base.norm()
