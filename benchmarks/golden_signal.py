@@ -22,7 +22,7 @@ from noisear_rl.worlds.shapes.world import attribute_means
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", help="a Shapes golden-noise collection (python -m noisear_rl.collect --out DIR)")
+    parser.add_argument("data", help="a Shapes golden-noise collection (python -m noisear_rl.collect --output-dir DIR)")
     parser.add_argument("--pool", type=int, nargs="*", default=[1, 4, 8], help="block sides to average over")
     args = parser.parse_args()
 

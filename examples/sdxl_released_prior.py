@@ -29,8 +29,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="SDXL hub id or local folder (default: SDXL base 1.0)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--metrics", nargs="+", default=["imagereward"], help="reward names scored on every image")
-    parser.add_argument("--num-prompts", type=int, default=64, help="the first N prompts of the shipped list")
+    parser.add_argument("--reward", "--metrics", nargs="+", default=["imagereward"], dest="reward",
+                        help="reward names scored on every image (--metrics: the old spelling)")
+    parser.add_argument("--num-prompts", type=int, default=64, help="N prompts spread evenly over the shipped list")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--output-dir", default="runs/sdxl-release-eval")
@@ -44,7 +45,7 @@ def run(argv: list[str]) -> None:
                                 "https://github.com/HKUST-SAIL/NoiseAR and pass --prior PATH")
     config = EvaluateConfig(
         sources=("gaussian", f"noisear:{args.prior}?n_heads={args.n_heads}&label=noisear-release"),
-        metrics=tuple(args.metrics), backend="sdxl", model=args.model, device=args.device, dtype=args.dtype,
+        metrics=tuple(args.reward), backend="sdxl", model=args.model, device=args.device, dtype=args.dtype,
         num_prompts=args.num_prompts, seeds=tuple(args.seeds), batch_size=args.batch_size,
         output_dir=Path(args.output_dir),
     )

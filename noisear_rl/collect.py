@@ -15,10 +15,11 @@ safetensors, prompts JSONL, manifest).
 Shard i always covers the same prompts and draws its noises from a generator seeded by
 (seed, i) alone, so a rerun of the same command regenerates exactly the missing shards, with the
 same content an uninterrupted run would have written; a shard that fails its checksum is
-regenerated too. Every input is checked before anything is written, and --out must be new,
-empty, or a collection of the same settings (or of other settings, with --overwrite). Example:
+regenerated too. Every input is checked before anything is written, and --output-dir must be
+new, empty, or a collection of the same settings (or of other settings, with --overwrite). Examples:
 
-    python -m noisear_rl.collect --backend shapes --num-prompts 500 --out data/shapes_golden
+    python -m noisear_rl.collect --backend shapes --num-prompts 500 --output-dir data/shapes_golden
+    python -m noisear_rl.collect --import my_reward.py --golden selected --reward my-reward --reward-threshold 0.5
 """
 
 from __future__ import annotations
@@ -29,12 +30,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import Annotated, Any, Literal
 
 from noisear_rl.checks import check_at_least, check_device, check_finite
-from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.cli import DEBUG_HELP, Dtype, Imports, import_modules, renamed, run_command, set_threads
 from noisear_rl.collect_shard import collect_shard
 from noisear_rl.data import (
     MANIFEST,
@@ -49,38 +48,42 @@ from noisear_rl.data import (
     write_prompts,
     write_shard,
 )
-from noisear_rl.envs.prompts import prompt_set
+from noisear_rl.envs.prompts import evenly_spaced, prompt_set
 from noisear_rl.io import clear_killed_writes, inspect_output_folder
 from noisear_rl.pipelines.base import DiffusionBackend
 from noisear_rl.pipelines.factory import check_backend_name, world_info
-from noisear_rl.reward_models import check_reward_spec
+from noisear_rl.reward_models import check_reward_spec, load_reward_in
 from noisear_rl.reward_models.clip_rewards import as_dtype
 
 FORMAT = "noisear-rl golden-noise v1"
 # Settings that may change between a run and its resumption without changing what is written.
-_RESUMABLE_CHANGES = ("out", "device", "batch_size", "overwrite", "progress", "threads")
+_RESUMABLE_CHANGES = ("output_dir", "device", "batch_size", "overwrite", "progress", "threads", "imports")
 
 
 @dataclass
 class CollectConfig:
     """Golden-noise data collection (`python -m noisear_rl.collect`)."""
 
-    out: Path = Path("data/golden")
-    """Output folder; rerunning the same command there resumes an interrupted collection."""
+    output_dir: Annotated[Path, renamed("--output-dir", "--out")] = Path("data/golden")
+    """Output folder; rerunning the same command there resumes an interrupted collection.
+    (Deprecated: `--out`, its old spelling, works until the next release.)"""
+    imports: Imports = ()
+    """Modules or .py files imported first (`--import`): a reward they register can be named."""
     backend: str = "shapes"
     """Diffusion backend: shapes, sdxl, dreamshaper, hunyuan-dit, tiny-sdxl, tiny-hunyuan-dit."""
     model: str | None = None
     """Hub id or local folder of the backend's weights (default: the backend's own)."""
     device: str = "cpu"
     """Device the backend (and reward) run on: cpu, cuda, cuda:1, ..."""
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    """Backend weights/activations dtype (float16 or bfloat16 for SDXL-size models on a GPU)."""
+    dtype: Dtype = "float32"
+    """Dtype of the backend and of the reward's networks (float16 or bfloat16 for SDXL-size models on a GPU)."""
     prompts: str | None = None
     """Prompt file (one prompt a line, or .jsonl with a "prompt" field), or a named set of an
     embedded world: "train" (its training split), "eval". None: the world's own generator of
     training-split prompts (Shapes: `noisear_rl.worlds.shapes.sample_prompts`)."""
     num_prompts: int | None = 500
-    """Number of prompts: drawn from the world's generator, or the first N of --prompts (None: all)."""
+    """Number of prompts: drawn from the world's generator, or spread evenly over --prompts, first and
+    last included (None: all of --prompts)."""
     prompt_seed: int = 0
     """Seed of the world's prompt generator."""
     noises_per_prompt: int = 40
@@ -115,7 +118,7 @@ class CollectConfig:
     """With --reward: keep a pair when reward(golden image) - reward(original image) > threshold
     ("inversion"), or when reward(image of the noise) > threshold ("selected")."""
     overwrite: bool = False
-    """Delete an existing collection in --out (with different settings) instead of refusing."""
+    """Delete an existing collection in --output-dir (with different settings) instead of refusing."""
     progress: bool = True
     """Show a progress bar."""
     threads: int | None = None
@@ -135,17 +138,17 @@ def collect(
         on_shard_done: Called with each shard index right after that shard is on disk.
 
     Raises:
-        ValueError: A setting out of range, an unknown name, a bad prompt; `config.out` holds a
-            collection made with other settings (and not `overwrite`).
-        FileExistsError: `config.out` holds something that is not a collection.
+        ValueError: A setting out of range, an unknown name, a bad prompt; `config.output_dir` holds
+            a collection made with other settings (and not `overwrite`).
+        FileExistsError: `config.output_dir` holds something that is not a collection.
     """
     started = time.perf_counter()
+    import_modules(config.imports)
     _check_config(config)
     if backend is None:
         check_backend_name(config.backend)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    out = Path(config.out)
+    set_threads(config.threads)
+    out = Path(config.output_dir)
     prompts = _load_prompts(config)
     settings = _settings(config, prompts)
     manifest, replace = _check_folder(out, settings, config.overwrite)
@@ -155,11 +158,9 @@ def collect(
     guidance = backend.guidance_scale if config.guidance_scale is None else config.guidance_scale
     reward = None
     if config.reward is not None:
-        from noisear_rl.reward_models import load_reward
+        reward = load_reward_in(config.reward, config.dtype).to(config.device)
 
-        reward = load_reward(config.reward).to(config.device)
-
-    # Everything is checked and loaded: only now is --out written.
+    # Everything is checked and loaded: only now is --output-dir written.
     _prepare_folder(out, replace)
     num_shards = math.ceil(len(prompts) / config.prompts_per_shard)
     manifest = {} if manifest is None or replace else manifest
@@ -251,8 +252,7 @@ def _check_config(config: CollectConfig) -> None:
 def _load_prompts(config: CollectConfig) -> list[str]:
     """The prompt list: from --prompts, else from the world's generator."""
     if config.prompts is not None:
-        prompts = prompt_set(config.prompts, config.backend)
-        return prompts[: config.num_prompts] if config.num_prompts is not None else prompts
+        return evenly_spaced(prompt_set(config.prompts, config.backend), config.num_prompts)
     world = world_info(config.backend)
     if world is None:
         raise ValueError(f"backend {config.backend!r} has no prompt generator of its own; pass --prompts FILE")
@@ -279,7 +279,7 @@ def _check_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> tuple
     """
     manifest = inspect_output_folder(
         out, MANIFEST, lambda record: isinstance(record, dict) and record.get("format") == FORMAT,
-        "golden-noise collection", "choose a new or empty --out",
+        "golden-noise collection", "choose a new or empty --output-dir",
     )
     if manifest is None:
         return None, False
@@ -288,7 +288,7 @@ def _check_folder(out: Path, settings: dict[str, Any], overwrite: bool) -> tuple
     if changed and not overwrite:
         raise ValueError(
             f"{str(out)!r} holds a collection with other settings ({', '.join(changed)}); "
-            "use another --out, the same settings to resume, or --overwrite to delete it"
+            "use another --output-dir, the same settings to resume, or --overwrite to delete it"
         )
     return manifest, bool(changed)
 
@@ -332,7 +332,7 @@ def _command(argv: list[str]) -> None:
     manifest = collect(config)
     runs = manifest["runs"][-1]
     print(
-        f"{manifest['num_pairs']} pairs ({manifest['num_candidates']} candidates) in {config.out}; "
+        f"{manifest['num_pairs']} pairs ({manifest['num_candidates']} candidates) in {config.output_dir}; "
         f"this run wrote {runs['shards_written']} shards in {runs['seconds']:.1f} s"
     )
 

@@ -122,7 +122,7 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(root)!r} holds no {MANIFEST}: not a golden-noise collection "
-            "(create one with `python -m noisear_rl.collect --out FOLDER`)"
+            "(create one with `python -m noisear_rl.collect --output-dir FOLDER`)"
         )
     fix = f"the collection in {str(root)!r} cannot be used: delete the folder and collect it again"
     manifest = read_json(path, fix)

@@ -18,11 +18,26 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str], where: str = "") -> KeyError:
+    """The error for a name nothing registers: the valid names, and how to add one's own.
+
+    Args:
+        kind: What the name names ("reward model").
+        name: The unknown name.
+        valid: The names that are known.
+        where: Appended to the name ("in spec 'a:1,b:1'").
+    """
+    return KeyError(
+        f"unknown {kind} {name!r}{where}; valid names: {', '.join(valid) or '(none)'}; for one of your own, "
+        "import the module that registers it first (command line: --import MODULE_OR_FILE)"
+    )
 
 
 def import_target(target: str) -> Any:
@@ -100,7 +115,7 @@ class Registry(Generic[T]):
         return name in self._entries or name in self._lazy or name in self.names()
 
     def _unknown(self, name: str) -> KeyError:
-        return KeyError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names()) or '(none)'}")
+        return unknown_name(self.kind, name, self.names())
 
     def _entry_points(self) -> dict[str, EntryPoint]:
         if self.entry_point_group is None:

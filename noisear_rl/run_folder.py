@@ -5,6 +5,7 @@ Layout:
     config.json                  the run's settings (written at start)
     metrics.jsonl                one JSON object per logged iteration ("iteration" + metrics)
     tensorboard/                 the same scalars, the image grids and the config (hyperparameters) for TensorBoard
+    wandb/                       with --report-to wandb: Weights & Biases' files (the same scalars, grids, config)
     checkpoints/step-000012/     tensors.safetensors + state.json (the last N kept)
     images/eval-000012.png       image grids of the fixed evaluation prompts (green/red border: passed/failed)
     reward_curve.png             training and held-out reward over iterations
@@ -46,6 +47,7 @@ from noisear_rl.io import (
     save_safetensors,
     write_json,
 )
+from noisear_rl.reporters import Reporter, make_reporters
 
 CHECKPOINTS = "checkpoints"
 _CHECKPOINT_NAME = re.compile(r"^step-(\d{6,})$")
@@ -253,11 +255,13 @@ class RunFolder:
             folder holding anything of a run holds its config.json), and to TensorBoard (as
             hyperparameters and as text); None keeps the stored ones.
         hparam_metrics: The logged scalars TensorBoard's hyperparameter table shows with them.
+        report_to: Services that also get the scalars, grids and config (`noisear_rl.reporters`).
     """
 
     def __init__(
         self, root: str | Path, resume_step: int | None = None, tensorboard: bool = True,
         config: dict[str, Any] | None = None, hparam_metrics: Sequence[str] = ("eval/reward", "eval/success"),
+        report_to: Sequence[str] = (),
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -283,6 +287,10 @@ class RunFolder:
             self._writer = SummaryWriter(str(self.root / "tensorboard"), purge_step=purge)
             if config is not None:
                 write_hparams(self._writer, config, hparam_metrics)
+        self._reporters: list[Reporter] = []
+        if report_to:
+            stored = config if config is not None else read_json(self.root / CONFIG_FILE, "start the run in a new folder")
+            self._reporters = make_reporters(report_to, self.root, stored)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json(self.root / CONFIG_FILE, config)
@@ -297,6 +305,8 @@ class RunFolder:
                 if value is not None:
                     self._writer.add_scalar(key, value, iteration)
             self._writer.flush()
+        for reporter in self._reporters:
+            reporter.log(iteration, {k: v for k, v in clean.items() if v is not None})
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The logged records; a line a killed append left unfinished (the last) is skipped.
@@ -330,11 +340,13 @@ class RunFolder:
         path = self.root / "images" / f"{name}.png"
         grid = image_grid(images, captions, columns, scale, success)
         atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+        numbered = _NUMBERED_NAME.match(name)
+        tag, number = (numbered.group(1), int(numbered.group(2))) if numbered else (name, 0)
         if self._writer is not None:
-            numbered = _NUMBERED_NAME.match(name)
-            tag, number = (numbered.group(1), int(numbered.group(2))) if numbered else (name, 0)
             self._writer.add_image(f"images/{tag}", np.asarray(grid), number if step is None else step, dataformats="HWC")
             self._writer.flush()
+        for reporter in self._reporters:
+            reporter.image(f"images/{tag}", grid, number if step is None else step)
         return path
 
     def plot_reward_curve(self, keys: dict[str, str]) -> Path:
@@ -366,3 +378,5 @@ class RunFolder:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        for reporter in self._reporters:
+            reporter.close()

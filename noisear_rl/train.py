@@ -4,6 +4,8 @@
     python -m noisear_rl.train --algo ppo --ppo.kl-coef 0.01 --seed 1
     python -m noisear_rl.train --algo nll --data data/shapes_golden --output-dir runs/shapes-nll
     python -m noisear_rl.train --algo dpo --output-dir runs/x --resume   # continue a killed run
+    python -m noisear_rl.train --import my_reward.py --reward brightness # a reward registered in your file
+    python -m noisear_rl.train --env NoiseAR-SDXL-v0 --device cuda --dtype float16 --reward imagereward
     accelerate launch --multi_gpu --num_processes 2 -m noisear_rl.train --algo dpo   # 2 processes
 
 (On a CPU-only machine `--multi_gpu` still works: torchrun starts the processes and they talk over
@@ -17,7 +19,6 @@ training. The run folder layout is described in `noisear_rl.run_folder`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -32,7 +33,7 @@ import torch
 import noisear_rl  # noqa: F401  (registers the environments)
 from noisear_rl.algorithms.base import Algorithm, get_algorithm, list_algorithms
 from noisear_rl.algorithms.context import TrainingContext
-from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.cli import DEBUG_HELP, IMPORT_FLAG, early_values, import_modules, run_command, set_threads
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.io import save_pretrained_atomically, write_json
 from noisear_rl.pipelines.base import DiffusionBackend, check_fits
@@ -66,10 +67,12 @@ def train(
     from accelerate.utils import broadcast_object_list
 
     started = time.perf_counter()
+    import_modules(run.imports)
     algorithm_class = get_algorithm(run.algo)
     if not isinstance(algo_config, algorithm_class.config_class):
         raise TypeError(f"--algo {run.algo} needs a {algorithm_class.config_class.__name__}, got {type(algo_config).__name__}")
     check_inputs(run, algo_config, backend)
+    set_threads(run.threads)
     accelerator = Accelerator(cpu=run.device == "cpu")
     main_process, rank = accelerator.is_main_process, accelerator.process_index
     algorithm_class.check_inputs(algo_config, run.data, accelerator.num_processes, prefix=f"--{run.algo}.")
@@ -106,12 +109,12 @@ def train(
     folder = None
     if main_process:
         folder = RunFolder(output_dir, None if checkpoint is None else start, run.tensorboard,
-                           config=record if checkpoint is None else None)
+                           config=record if checkpoint is None else None, report_to=run.report_to)
     if heldout_before is None:
         heldout_before, episodes_before, images = evaluate_heldout(prior, venv, heldout, run, accelerator)
         if folder is not None:
             folder.log(0, {f"eval/{k}": v for k, v in heldout_before.items()})
-            save_grid(folder, "eval-000000", images, heldout)
+            save_grid(folder, "eval-000000", images, heldout, episodes_before, run.eval_noises_per_prompt)
 
     # The loop: the round's data -> update -> log -> checkpoint -> evaluate.
     from tqdm.auto import tqdm
@@ -128,10 +131,10 @@ def train(
         metrics.update({f"train/{k}": v for k, v in updates.items()})
         done = iteration + 1
         if run.eval_every and done % run.eval_every == 0 and done < algo_config.iterations:
-            heldout_now, _, images = evaluate_heldout(prior, venv, heldout, run, accelerator)
+            heldout_now, episodes_now, images = evaluate_heldout(prior, venv, heldout, run, accelerator)
             metrics.update({f"eval/{k}": v for k, v in heldout_now.items()})
             if folder is not None:
-                save_grid(folder, f"eval-{done:06d}", images, heldout)
+                save_grid(folder, f"eval-{done:06d}", images, heldout, episodes_now, run.eval_noises_per_prompt)
         metrics["time/iteration_s"] = time.perf_counter() - tick
         if folder is not None:
             folder.log(done, metrics)
@@ -164,7 +167,7 @@ def train(
     }
     if folder is not None:
         folder.log(algo_config.iterations, {f"eval/{k}": v for k, v in heldout_after.items()})
-        save_grid(folder, f"eval-{algo_config.iterations:06d}", images, heldout)
+        save_grid(folder, f"eval-{algo_config.iterations:06d}", images, heldout, episodes_after, run.eval_noises_per_prompt)
         folder.plot_reward_curve({"rollout/reward": "training rollouts", "eval/reward": "held-out reward",
                                   "eval/success": "held-out success rate"})
         save_pretrained_atomically(prior, output_dir / "prior")
@@ -193,26 +196,27 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[RunConfig, Any]:
 
     Raises:
         KeyError: An unknown `--algo` (the message lists the valid names).
+        ValueError, RuntimeError: An `--import` that is not found or fails.
     """
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", default=RunConfig.algo)
-    name = pre.parse_known_args(argv)[0].algo
+    import_modules(early_values(argv, IMPORT_FLAG))  # before --algo is looked up: it may name an algorithm they register
+    name = (early_values(argv, "--algo") or [RunConfig.algo])[-1]
     algorithm_class = get_algorithm(name)
     config_class = algorithm_class.config_class
     args_class = dataclasses.make_dataclass(
         "TrainArgs",
         [
             ("run", Annotated[RunConfig, tyro.conf.arg(name="")], field(default_factory=RunConfig)),
-            (name, config_class, field(default_factory=config_class)),
+            # `--{name}.*`, for any registered name (a field name must be an identifier; "my-algo" is not)
+            ("algorithm", Annotated[config_class, tyro.conf.arg(name=name)], field(default_factory=config_class)),
         ],
     )
     description = (f"{__doc__}\n{DEBUG_HELP}\nAlgorithms: {', '.join(list_algorithms())}. "
                    f"The options below are those of --algo {name}: {(config_class.__doc__ or '').strip()}")
     args = tyro.cli(args_class, args=argv, prog="python -m noisear_rl.train", description=description)
-    return args.run, getattr(args, name)
+    return args.run, args.algorithm
 
 
 def main(argv: Sequence[str] | None = None) -> int:

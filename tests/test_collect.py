@@ -32,7 +32,7 @@ def prompt_file(tmp_path: Path) -> Path:
 
 def config_for(prompt_file: Path, out: Path, **overrides) -> CollectConfig:
     base = CollectConfig(
-        out=out,
+        output_dir=out,
         backend="tiny-hunyuan-dit",
         prompts=prompt_file,
         num_prompts=None,
@@ -126,7 +126,7 @@ def test_other_settings_in_the_same_folder_are_refused(
     manifest = collect(
         config_for(prompt_file, out, num_prompts=2, noises_per_prompt=2, overwrite=True), backend=backend
     )
-    assert manifest["num_pairs"] == 4 and GoldenNoiseDataset(out).prompts == PROMPTS[:2]
+    assert manifest["num_pairs"] == 4 and GoldenNoiseDataset(out).prompts == [PROMPTS[0], PROMPTS[-1]]
 
 
 @register_reward("test-collect-brightness")
@@ -196,7 +196,7 @@ def test_cli_runs_end_to_end_on_tiny_sdxl(
 ) -> None:
     out = tmp_path / "sdxl"
     argv = ["collect", "--backend", "tiny-sdxl", "--prompts", str(prompt_file), "--num-prompts", "2",
-            "--noises-per-prompt", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+            "--noises-per-prompt", "2", "--out", str(out), "--no-progress"]  # fmt: skip  (--out: the old --output-dir)
     monkeypatch.setattr(sys, "argv", argv)
     main()
     assert "4 pairs" in capsys.readouterr().out
@@ -216,7 +216,7 @@ def test_prompt_files_and_sources(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_prompt_file(tmp_path / "absent.txt")
     with pytest.raises(ValueError, match="--prompts FILE"):
-        collect(CollectConfig(out=tmp_path / "x", backend="tiny-sdxl", progress=False))
+        collect(CollectConfig(output_dir=tmp_path / "x", backend="tiny-sdxl", progress=False))
 
 
 def test_shapes_world_with_its_own_prompt_generator(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_shapes_world_with_its_own_prompt_generator(tmp_path: Path) -> None:
 
     backend = ShapesBackend(pipe=build_tiny_shapes_pipeline())
     config = CollectConfig(
-        out=tmp_path / "shapes", num_prompts=6, prompt_seed=3, noises_per_prompt=4, prompts_per_shard=4, progress=False
+        output_dir=tmp_path / "shapes", num_prompts=6, prompt_seed=3, noises_per_prompt=4, prompts_per_shard=4, progress=False
     )
     manifest = collect(config, backend=backend)
     assert manifest["num_pairs"] == 24 and manifest["latent_shape"] == list(backend.latent_shape)
@@ -247,8 +247,9 @@ def test_named_prompt_sets_and_files(prompt_file: Path) -> None:
 def test_collect_on_the_shapes_training_prompts(tmp_path: Path) -> None:
     from noisear_rl.worlds.shapes import training_prompts
 
-    config = CollectConfig(out=tmp_path / "shapes", backend="shapes", prompts="train", num_prompts=3,
+    config = CollectConfig(output_dir=tmp_path / "shapes", backend="shapes", prompts="train", num_prompts=3,
                            noises_per_prompt=1, progress=False)  # fmt: skip
     manifest = collect(config)
     assert manifest["num_pairs"] == 3
-    assert GoldenNoiseDataset(tmp_path / "shapes").prompts == training_prompts()[:3]
+    pool = training_prompts()  # --num-prompts spreads evenly over the set, first and last included
+    assert GoldenNoiseDataset(tmp_path / "shapes").prompts == [pool[0], pool[len(pool) // 2], pool[-1]]

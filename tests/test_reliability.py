@@ -205,7 +205,7 @@ def test_a_step_edited_into_state_json_is_an_error_naming_it(backend, finished_r
 
 @pytest.fixture()
 def collection(backend: ShapesBackend, tmp_path: Path) -> tuple[CollectConfig, Path]:
-    config = CollectConfig(out=tmp_path / "golden", num_prompts=4, noises_per_prompt=2, prompts_per_shard=2,
+    config = CollectConfig(output_dir=tmp_path / "golden", num_prompts=4, noises_per_prompt=2, prompts_per_shard=2,
                            batch_size=4, progress=False)
     collect(config, backend=backend)
     return config, tmp_path / "golden"
@@ -328,7 +328,7 @@ def test_prompt_files_with_incomplete_prompts_fail_before_any_file_is_written(co
     out = tmp_path / "out"
     argv = {
         "train": (train_module.main, ["--train-prompts", str(prompts), "--output-dir", str(out)]),
-        "collect": (collect_module.main, ["--backend", "shapes", "--prompts", str(prompts), "--out", str(out)]),
+        "collect": (collect_module.main, ["--backend", "shapes", "--prompts", str(prompts), "--output-dir", str(out)]),
         "evaluate": (evaluate_module.main, ["--backend", "shapes", "--prompts", str(prompts), "--output-dir", str(out)]),
     }[command]
     code, lines = cli(*argv, capsys)
@@ -385,7 +385,7 @@ def test_a_malicious_pth_is_refused_in_one_line_before_the_evaluation_writes(tmp
 def test_device_cuda_on_a_cpu_machine_fails_in_one_line(command, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "out"
-    main, flag = {"train": (train_module.main, "--output-dir"), "collect": (collect_module.main, "--out"),
+    main, flag = {"train": (train_module.main, "--output-dir"), "collect": (collect_module.main, "--output-dir"),
                   "evaluate": (evaluate_module.main, "--output-dir")}[command]
     code, lines = cli(main, ["--device", "cuda", flag, str(out)], capsys)
     assert_one_line_error(code, lines, "--device cuda", "no usable CUDA device", "pass --device cpu")

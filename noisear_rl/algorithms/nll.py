@@ -144,7 +144,7 @@ class NLL(Algorithm):
         """--data must name a golden-noise collection (its manifest is read)."""
         if data is None:
             raise ValueError(f"--algo {cls.name} needs --data: a golden-noise collection "
-                             "(make one with `python -m noisear_rl.collect --out DIR`)")
+                             "(make one with `python -m noisear_rl.collect --output-dir DIR`)")
         read_manifest(data)
 
     @classmethod

@@ -35,7 +35,8 @@ class EnvConfig:
     device: str = "cpu"
     """Where the backend and the reward run."""
     dtype: str | torch.dtype = "float32"
-    """"float32", "float16" or "bfloat16" (or a torch dtype) of the backend."""
+    """"float32", "float16" or "bfloat16" (or a torch dtype) of the backend, and of the reward's
+    networks when it is built by name and takes a dtype (ImageReward, the CLIP rewards)."""
     num_inference_steps: int | None = None
     """Denoising steps (None: the backend's default)."""
     guidance_scale: float | None = None

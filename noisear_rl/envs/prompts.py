@@ -87,9 +87,10 @@ def read_prompt_file(path: str | Path, world: WorldInfo | None = None) -> list[s
     return prompts
 
 
-def evenly_spaced(pool: Sequence[str], count: int) -> list[str]:
-    """`count` items spread evenly over `pool`, first and last included (all of it if count >= its size)."""
-    count = min(count, len(pool))
+def evenly_spaced(pool: Sequence[str], count: int | None) -> list[str]:
+    """`count` items spread evenly over `pool`, first and last included (all of it if count is None
+    or >= its size): what every command's prompt count (`--num-prompts N`, `--num-eval-prompts N`) takes."""
+    count = len(pool) if count is None else min(count, len(pool))
     return [pool[int(i)] for i in np.linspace(0, len(pool) - 1, count).round()]
 
 
@@ -99,21 +100,25 @@ def default_prompts() -> list[str]:
 
 
 def prompt_set(spec: str | Path, backend_name: str) -> list[str]:
-    """A named prompt set or a prompt file's prompts.
+    """`world_prompt_set(spec, ...)` for the backend named `backend_name` (its embedded world, if any)."""
+    return world_prompt_set(spec, world_info(backend_name))
+
+
+def world_prompt_set(spec: str | Path, world: WorldInfo | None) -> list[str]:
+    """A named prompt set or a prompt file's prompts: what every command's prompt option takes.
 
     Args:
-        spec: "eval": the backend's embedded world's evaluation split (Shapes: 564 prompts), or
-            the shipped prompt list for other backends; "train": the embedded world's training
-            split (Shapes: 588 prompts, disjoint from "eval"); anything else: a prompt file
-            (`read_prompt_file`, which checks each prompt against the backend's world).
-        backend_name: The backend the prompts are for.
+        spec: "eval": the embedded world's evaluation split (Shapes: 564 prompts), or the shipped
+            prompt list for a general backend; "train": the embedded world's training split
+            (Shapes: 588 prompts, disjoint from "eval"); anything else: a prompt file
+            (`read_prompt_file`, which checks each prompt against the world's language).
+        world: The backend's embedded world; None for a general backend.
     """
-    world = world_info(backend_name)
     if spec == "eval":
         return world.evaluation_prompts() if world else default_prompts()
     if spec == "train":
         if world is None:
-            raise ValueError(f"'train' is an embedded world's training split; backend {backend_name!r} needs a prompt file")
+            raise ValueError("'train' is an embedded world's training split; a general backend needs a prompt file")
         return world.training_prompts()
     return read_prompt_file(spec, world)
 

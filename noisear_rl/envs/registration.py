@@ -37,6 +37,9 @@ def env_backend(env_id: str) -> str | None:
         ValueError: `env_id` is not registered; the message lists the toolkit's ids.
     """
     if env_id not in gym.registry:
-        raise ValueError(f"unknown environment {env_id!r}; the toolkit's environments are {', '.join(ENV_IDS)}")
+        raise ValueError(
+            f"unknown environment {env_id!r}; the toolkit's environments are {', '.join(ENV_IDS)}; for one of your "
+            "own, gym.register it in a module imported first (command line: --import MODULE_OR_FILE)"
+        )
     backend = gym.spec(env_id).kwargs.get("backend")
     return backend if isinstance(backend, str) else None

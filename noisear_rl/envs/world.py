@@ -17,7 +17,7 @@ from noisear_rl.envs.config import EnvConfig
 from noisear_rl.envs.prompts import check_prompt, make_prompt_source
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.prior.patching import num_patches, patchify, unpatchify
-from noisear_rl.reward_models import check_reward_spec, load_reward
+from noisear_rl.reward_models import check_reward_spec, load_reward_in
 
 DEFAULT_PATCH_SIZE = 32  # the SDXL family and Hunyuan-DiT, as the release; embedded worlds set their own
 ACTION_LIMIT = 1e3
@@ -112,7 +112,8 @@ class NoiseWorld:
         world = self.backend.world
         if reward is None:
             reward = world.reward if world else "imagereward"
-        self.reward = load_reward(reward, device=config.device) if isinstance(reward, str) else reward.to(config.device)
+        self.reward = (load_reward_in(reward, config.dtype, device=config.device) if isinstance(reward, str)
+                       else reward.to(config.device))
         self.sample_prompts = make_prompt_source(world, config.prompts)
         self.patch_size = config.patch_size or (world.patch_size if world else DEFAULT_PATCH_SIZE)
         channels, height, width = self.backend.latent_shape

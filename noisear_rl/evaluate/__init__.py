@@ -3,8 +3,9 @@
 Every source gets the same prompts, the same pipeline and the same seeds: for each seed the prompts
 are cut into fixed chunks of --batch-size, and chunk i of seed s hands every source a generator
 seeded by (s, i); sources that start from Gaussian noise draw it first, so they all start from the
-same noises. Each image is scored by every metric (a reward name or composite spec); a reward's
-details become metrics too (the Shapes verifier's `shapes.success` is the success rate).
+same noises. Each image is scored by every --reward (a name or composite spec, one metric of the
+tables; `--import my_reward.py` makes a reward registered in that file usable); a reward's details
+become metrics too (the Shapes verifier's `shapes.success` is the success rate).
 
 A table cell is the mean over prompts x seeds with a 95% confidence interval over the per-prompt
 means (each prompt's mean over the seeds), so prompts are the independent unit: a Wilson score
@@ -23,7 +24,7 @@ of the files under it: weights retrained in place are evaluated again. Every inp
 prompts, the sources' weights) is checked before anything is written; --output-dir must be new,
 empty, or an evaluation's own folder. Example (the Shapes world):
 
-    python -m noisear_rl.evaluate --backend shapes --metrics shapes --seeds 0 1 2 \\
+    python -m noisear_rl.evaluate --backend shapes --reward shapes --seeds 0 1 2 \\
         --sources gaussian golden:runs/shapes-npnet erasure-injection \\
                   "noisear:runs/shapes-nll/prior" "noisear:runs/dpo?label=noisear+dpo" best-of-n:8 \\
         --output-dir runs/eval

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
 from noisear_rl.checks import check_at_least, check_device, check_finite
+from noisear_rl.cli import Dtype, Imports, renamed
 from noisear_rl.noise_sources.base import check_spec
 
 CONFIG_FILE = "config.json"
@@ -20,16 +21,19 @@ class EvaluateConfig:
     """Noise-source specs NAME[:ARGUMENT][?KEY=VALUE&...]: gaussian, golden:FOLDER, erasure-injection,
     noisear:FOLDER?temperature=T, best-of-n:N; `label=NAME` names a source in the tables
     (see `noisear_rl.noise_sources.base`). Quote specs holding '?' or '&' in a shell."""
-    metrics: tuple[str, ...] = ("shapes",)
-    """Reward names or composite specs scored on every image; the first also selects for best-of-n."""
+    metrics: Annotated[tuple[str, ...], renamed("--reward", "--metrics")] = ("shapes",)
+    """Rewards (names or composite specs) scored on every image, each a metric of the tables; the
+    first also selects for best-of-n. (Deprecated: `--metrics`, its old spelling, works until the next release.)"""
+    imports: Imports = ()
+    """Modules or .py files imported first (`--import`): a reward or noise source they register can be named."""
     backend: str = "shapes"
     """Diffusion backend: shapes, sdxl, dreamshaper, hunyuan-dit, tiny-sdxl, tiny-hunyuan-dit."""
     model: str | None = None
     """Hub id or local folder of the backend's weights (default: the backend's own)."""
     device: str = "cpu"
     """Device of the backend, the sources and the rewards."""
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    """Backend weights/activations dtype."""
+    dtype: Dtype = "float32"
+    """Dtype of the backend and of the rewards' networks (float16 or bfloat16 for SDXL-size models on a GPU)."""
     num_inference_steps: int | None = None
     """Denoising steps (None: the backend's default)."""
     guidance_scale: float | None = None
@@ -39,7 +43,7 @@ class EvaluateConfig:
     the shipped prompt list); "train" (Shapes): the 588 prompts of its training split; or a
     prompt file (one a line, or .jsonl with a "prompt" field)."""
     num_prompts: int | None = None
-    """Use only the first N prompts (None: all)."""
+    """Use N prompts spread evenly over --prompts, first and last included (None: all)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds: each gives every prompt one noise per source."""
     batch_size: int = 64
@@ -62,7 +66,7 @@ def check_config(config: EvaluateConfig) -> None:
     if not config.sources:
         raise ValueError("give at least one noise source (--sources gaussian ...)")
     if not config.metrics:
-        raise ValueError("give at least one metric (--metrics shapes ...)")
+        raise ValueError("give at least one reward to score (--reward shapes ...)")
     if not config.seeds:
         raise ValueError("give at least one seed (--seeds 0 1 2)")
     if len(set(config.seeds)) != len(config.seeds):
@@ -76,8 +80,7 @@ def check_config(config: EvaluateConfig) -> None:
 
 
 def load_prompts(config: EvaluateConfig) -> list[str]:
-    """The prompt set (`noisear_rl.envs.prompts.prompt_set`); the first --num-prompts."""
-    from noisear_rl.envs.prompts import prompt_set
+    """The prompt set (`noisear_rl.envs.prompts.prompt_set`): --num-prompts spread evenly over it."""
+    from noisear_rl.envs.prompts import evenly_spaced, prompt_set
 
-    prompts = prompt_set(config.prompts, config.backend)
-    return prompts[: config.num_prompts] if config.num_prompts is not None else prompts
+    return evenly_spaced(prompt_set(config.prompts, config.backend), config.num_prompts)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from noisear_rl.cli import import_modules, set_threads
 from noisear_rl.evaluate.cache import Cell, cell_identity, cell_path, cell_settings, read_cell, stored_cell, write_cell
 from noisear_rl.evaluate.config import CONFIG_FILE, EvaluateConfig, check_config, load_prompts
 from noisear_rl.evaluate.reports import write_outputs
@@ -27,7 +28,7 @@ from noisear_rl.noise_sources import NoiseSource, load_noise_source, source_labe
 from noisear_rl.noise_sources.base import encode_on_cpu
 from noisear_rl.pipelines.base import Condition, DiffusionBackend
 from noisear_rl.pipelines.factory import check_backend_name
-from noisear_rl.reward_models import RewardModel, check_reward_spec, load_reward
+from noisear_rl.reward_models import RewardModel, check_reward_spec, load_reward_in
 from noisear_rl.reward_models.clip_rewards import as_dtype
 from noisear_rl.seeds import derive_seed
 
@@ -46,14 +47,14 @@ def evaluate(
         backend: An already-built backend instead of `config.backend` (tests, notebooks).
         rewards: Already-built reward models by metric name, instead of loading `config.metrics`.
     """
+    import_modules(config.imports)
     check_config(config)
     if backend is None:
         check_backend_name(config.backend)
     for metric in config.metrics:
         if metric not in (rewards or {}):
             check_reward_spec(metric)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     output_dir = Path(config.output_dir)
     labels = [source_label(spec) for spec in config.sources]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
@@ -76,7 +77,8 @@ def evaluate(
     if todo:  # a finished evaluation only rewrites its tables: nothing to load
         backend = backend if backend is not None else _load_backend(config)
         given = rewards or {}
-        reward_models = {m: (given[m] if m in given else load_reward(m)).to(backend.device) for m in config.metrics}
+        reward_models = {m: (given[m] if m in given else load_reward_in(m, config.dtype)).to(backend.device)
+                         for m in config.metrics}
         for spec in dict.fromkeys(spec for spec, _, _ in todo):  # each source loads (so is checked) before any work
             load_noise_source(spec, backend=backend, reward=reward_models[config.metrics[0]])
 

@@ -8,7 +8,7 @@ x_T itself), which is where the network starts. The output folder is a `save_pre
 (config.json + safetensors) plus `train_config.json` and `train_log.jsonl`; `golden:FOLDER` loads
 it in `python -m noisear_rl.evaluate`. Example (the Shapes world):
 
-    python -m noisear_rl.collect --backend shapes --out data/shapes_golden
+    python -m noisear_rl.collect --backend shapes --output-dir data/shapes_golden
     python -m noisear_rl.noise_sources.golden_train --data data/shapes_golden --output-dir runs/shapes-npnet
 """
 
@@ -38,7 +38,7 @@ class GoldenTrainConfig:
     """Training of a noise prompt network on golden-noise pairs."""
 
     data: Path
-    """Golden-noise collection folder (`python -m noisear_rl.collect --out DIR`)."""
+    """Golden-noise collection folder (`python -m noisear_rl.collect --output-dir DIR`)."""
     output_dir: Path = Path("runs/golden-npnet")
     """Where the trained network is saved (replaced atomically at each save)."""
     backend: str = "shapes"

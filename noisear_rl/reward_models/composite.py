@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from noisear_rl.registry import unknown_name
 from noisear_rl.reward_models.base import RewardModel, RewardOutput
 from noisear_rl.reward_models.normalize import per_prompt_zscore
 
@@ -117,7 +118,7 @@ class CompositeReward(RewardModel):
         valid = list_rewards()
         unknown = [name for name in names if name not in valid]
         if unknown:
-            raise KeyError(f"unknown reward {unknown[0]!r} in spec {spec!r}; valid names: {', '.join(valid)}")
+            raise unknown_name("reward", unknown[0], valid, f" in spec {spec!r}")
         extra = sorted(set(component_kwargs or {}) - set(names))
         if extra:
             raise ValueError(f"component_kwargs given for {extra}, which are not in the spec {spec!r}")

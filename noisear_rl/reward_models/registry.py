@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from noisear_rl.registry import Registry
+from noisear_rl.registry import Registry, unknown_name
 from noisear_rl.reward_models.base import RewardModel, RewardOutput
 
 REWARDS: Registry[Any] = Registry(
@@ -103,5 +103,39 @@ def check_reward_spec(spec: str) -> None:
     names = [term.name for term in parse_reward_spec(spec)] if (":" in spec or "," in spec) else [spec]
     for name in names:
         if name not in REWARDS:
-            raise KeyError(f"unknown reward {name!r} in spec {spec!r}; valid names: {', '.join(list_rewards())}")
+            raise unknown_name("reward", name, list_rewards(), f" in spec {spec!r}" if spec != name else "")
 
+
+
+def takes_dtype(name: str) -> bool:
+    """Whether the reward registered as `name` is a `RewardModel` whose constructor takes `dtype=`
+    (its own, or a base class's that it passes `**kwargs` on to): ImageReward, the CLIP rewards."""
+    entry = REWARDS.get(name)
+    if not (inspect.isclass(entry) and issubclass(entry, RewardModel)):
+        return False
+    for cls in entry.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(vars(cls)["__init__"]).parameters
+        if "dtype" in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False
+
+
+def load_reward_in(spec: str, dtype: str | torch.dtype, **kwargs: Any) -> RewardModel:
+    """`load_reward(spec, **kwargs)` with the networks of the rewards that take a `dtype` built in
+    `dtype` (a command's `--dtype`); the others (verifiers, functions) compute as they always do.
+
+    Raises:
+        KeyError: An unknown reward name; the message lists the valid names.
+    """
+    if ":" in spec or "," in spec:
+        from noisear_rl.reward_models.composite import CompositeReward, parse_reward_spec
+
+        names = [term.name for term in parse_reward_spec(spec)]
+        check_reward_spec(spec)
+        typed = {name: {"dtype": dtype} for name in names if takes_dtype(name)}
+        return CompositeReward.from_spec(spec, component_kwargs=typed, **kwargs)
+    return load_reward(spec, **kwargs, **({"dtype": dtype} if takes_dtype(spec) else {}))

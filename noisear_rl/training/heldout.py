@@ -64,9 +64,27 @@ def paired_change(
     return change
 
 
-def save_grid(folder: RunFolder, name: str, images: Any, prompts: list[str], max_images: int = 32) -> None:
-    if images is not None:
-        folder.save_image_grid(name, images[:max_images], prompts[:max_images])
+def save_grid(
+    folder: RunFolder, name: str, images: Any, prompts: list[str], episodes: dict[str, list[float]],
+    noises_per_prompt: int, max_images: int = 32,
+) -> None:
+    """Saves the grid of each prompt's first-noise image (`evaluate_heldout`'s), bordered green or red
+    by that episode's success when the reward reports one.
+
+    Args:
+        folder: The run folder.
+        name: The grid's name ("eval-000012").
+        images: The images (None off the main process: nothing is saved).
+        prompts: The held-out prompts, one per image.
+        episodes: Every episode's values, prompt-major (`evaluate_heldout`'s).
+        noises_per_prompt: Episodes per prompt.
+        max_images: The most images shown.
+    """
+    if images is None:
+        return
+    success = episodes.get("success")
+    firsts = success[::noises_per_prompt][:max_images] if success is not None else None
+    folder.save_image_grid(name, images[:max_images], prompts[:max_images], success=firsts)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

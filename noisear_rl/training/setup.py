@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from noisear_rl.algorithms.base import Algorithm
-from noisear_rl.envs.prompts import read_prompt_file
+from noisear_rl.envs.prompts import world_prompt_set
 from noisear_rl.envs.registration import env_backend
 from noisear_rl.io import require_saved
 from noisear_rl.noise_sources.noisear import resolve_prior
@@ -42,7 +42,7 @@ def load_prior(run: RunConfig) -> NoiseARPrior:
 def make_env(run: RunConfig, backend: DiffusionBackend | None, patch_size: int) -> Any:
     """The run's vector env (`run.num_envs` episodes in lockstep) with the prior's patch size."""
     kwargs: dict[str, Any] = dict(
-        reward=run.reward, device=run.device, patch_size=patch_size,
+        reward=run.reward, model=run.model, device=run.device, dtype=run.dtype, patch_size=patch_size,
         num_inference_steps=run.num_inference_steps, guidance_scale=run.guidance_scale,
     )
     if backend is not None:
@@ -73,7 +73,7 @@ def evaluation_pool(run: RunConfig, world: Any) -> list[str]:
     embedded world's evaluation split (what `python -m noisear_rl.evaluate` scores), or a fixed
     draw from the world's prompts."""
     if run.eval_prompts is not None:
-        pool = read_prompt_file(run.eval_prompts, world.backend.world)
+        pool = world_prompt_set(run.eval_prompts, world.backend.world)
     elif world.backend.world is not None:
         pool = world.backend.world.evaluation_prompts()
     else:
@@ -84,7 +84,7 @@ def evaluation_pool(run: RunConfig, world: Any) -> list[str]:
 def train_prompt_sampler(run: RunConfig, world: Any, heldout: set[str]) -> Callable[[int, int], list[str]]:
     """(iteration, count) -> its `count` training prompts (never a held-out one), the same on every process."""
     if run.train_prompts is not None:
-        pool = [p for p in read_prompt_file(run.train_prompts, world.backend.world) if p not in heldout]
+        pool = [p for p in world_prompt_set(run.train_prompts, world.backend.world) if p not in heldout]
         if not pool:
             raise ValueError(f"every prompt of {run.train_prompts} is a held-out evaluation prompt")
         source = lambda n, rng: [pool[i] for i in rng.integers(len(pool), size=n)]  # noqa: E731

@@ -45,13 +45,13 @@ WORLD = WorldInfo(
     check_prompt=check_prompt,
     prior=HERE / "prior",
     prior_command=(
-        "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 10 --out data/shapes_golden && "
+        "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 10 --output-dir data/shapes_golden && "
         "python -m noisear_rl.train --algo nll --data data/shapes_golden --nll.iterations 1500 --output-dir runs/shapes-nll && "
         "cp -r runs/shapes-nll/prior noisear_rl/worlds/shapes/prior"
     ),
     npnet=HERE / "npnet",
     npnet_command=(
-        "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 10 --out data/shapes_golden && "
+        "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 10 --output-dir data/shapes_golden && "
         "python -m noisear_rl.noise_sources.golden_train --data data/shapes_golden --steps 800 --output-dir runs/shapes-npnet && "
         "cp -r runs/shapes-npnet noisear_rl/worlds/shapes/npnet"
     ),
