@@ -91,7 +91,8 @@ def test_third_party_algorithm_registers_and_trains():
 @pytest.mark.parametrize("name", BUILTINS)
 def test_update_gives_finite_loss_and_changes_parameters(name):
     prior = make_prior()
-    algorithm = build(name, prior, **({"score_gap": 0.0} if name == "dpo" else {}))
+    overrides = {"trainable": "all"} if get_algorithm(name).uses_rollouts else {}  # RL's default trains the shift alone
+    algorithm = build(name, prior, **overrides, **({"score_gap": 0.0} if name == "dpo" else {}))
     before = [p.detach().clone() for p in prior.parameters()]
     for step in range(2):
         metrics = algorithm.update(batch_for(algorithm, prior, seed=step))
@@ -141,9 +142,28 @@ def test_prompt_shift_alone_is_trained_and_raises_the_reward(name):
     assert rollouts(prior, seed=999).rewards.mean().item() - reward_before > 0.02
 
 
-def test_training_the_prompt_shift_needs_a_prior_with_one():
-    with pytest.raises(ValueError, match="prompt_shift_width > 0.*--nll.prompt-shift-width"):
-        build("reinforce", make_prior(), trainable="prompt-shift")
+def test_training_the_prompt_shift_of_a_prior_without_one_adds_a_zero_one_first(tmp_path):
+    """A prior without a shift (the release's) gets a zero patch-resolution one: the reference and the
+    prior start equal, only the shift trains, and the saved config keeps it."""
+    prior = make_prior()
+    noise, cond = torch.randn(2, 3, 16, 16), torch.randn(2, 5, 12)
+    logp_before = prior.log_prob(noise, cond)
+    algorithm = build("reinforce", prior, lr=1e-2, trainable="prompt-shift", kl_coef=0.1)
+    assert prior.prompt_shift is not None and prior.config.prompt_shift_resolution == "patch"
+    assert prior.config.prompt_shift_width == 64
+    torch.testing.assert_close(prior.log_prob(noise, cond), logp_before, rtol=0, atol=0)
+    torch.testing.assert_close(algorithm.reference.log_prob(noise, cond), logp_before, rtol=0, atol=0)
+    for iteration in range(2):
+        algorithm.update(rollouts(prior, seed=iteration))
+    shift = prior.prompt_shift(cond)
+    assert shift.abs().max() > 0  # it trained, and at patch resolution: constant over each channel of a patch
+    per_channel = shift.view(2, shift.shape[1], 3, -1)
+    torch.testing.assert_close(per_channel, per_channel[..., :1].expand_as(per_channel))
+    with pytest.raises(ValueError, match="already has a prompt shift"):
+        prior.add_prompt_shift()
+    prior.save_pretrained(tmp_path)
+    reloaded = NoiseARPrior.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded.log_prob(noise, cond), prior.log_prob(noise, cond))
 
 
 def test_nll_fits_golden_noise():
@@ -172,9 +192,9 @@ def test_dpo_reference_is_frozen_and_only_kept_when_needed():
     dpo.update(rollouts(prior, seed=0))
     assert all(torch.equal(a, b) for a, b in zip(reference, dpo.reference.parameters()))
     assert build("dpo", make_prior(), objective="simple-nll").reference is None
-    assert build("ppo", make_prior()).reference is None
+    assert build("ppo", make_prior(), kl_coef=0.0).reference is None
     assert build("ppo", make_prior(), kl_coef=0.1).reference is not None
-    assert build("reinforce", make_prior()).reference is None
+    assert build("reinforce", make_prior(), kl_coef=0.0).reference is None
     assert build("reinforce", make_prior(), kl_coef=1.0).reference is not None
 
 
@@ -220,7 +240,7 @@ def test_reinforce_kl_term_has_no_gradient_at_the_reference():
     priors = {kl_coef: make_prior() for kl_coef in (0.0, 5.0)}
     for kl_coef, prior in priors.items():
         torch.manual_seed(0)
-        build("reinforce", prior, kl_coef=kl_coef, minibatch_size=len(batch)).update(batch)
+        build("reinforce", prior, kl_coef=kl_coef, minibatch_size=len(batch), epochs=1).update(batch)
     for x, y in zip(priors[0.0].parameters(), priors[5.0].parameters()):
         assert torch.allclose(x, y, atol=1e-6)
 

@@ -87,7 +87,8 @@ def test_the_new_algorithm_trains_on_the_new_reward(examples, backend, tmp_path,
     monkeypatch.setattr(elite, "update", measured_update)
     run = RunConfig(algo="elite", reward="brightness", output_dir=tmp_path / "run", num_envs=8, num_eval_prompts=4,
                     progress=False, tensorboard=False)
-    config = elite.config_class(iterations=2, prompts_per_iteration=2, rollouts_per_prompt=4, elites=1, lr=1e-3)
+    config = elite.config_class(iterations=2, prompts_per_iteration=2, rollouts_per_prompt=4, elites=1, lr=1e-3,
+                                trainable="all")
     prior = tiny_prior(backend.cond_dim)
     start = [p.detach().clone() for p in prior.parameters()]
     summary = train(run, config, backend=backend, prior=prior)

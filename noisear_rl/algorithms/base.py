@@ -97,9 +97,9 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global L2 norm (inf: no clipping)."""
     trainable: Literal["all", "prompt-shift"] = "all"
-    """Parameters the update changes: "all", or only the prior's prompt shift (needs a prior with
-    `prompt_shift_width > 0`, e.g. `--nll.prompt-shift-width 64` in its NLL pretraining): a per-patch mean
-    term read from the prompt alone, which cannot fit the earlier patches of each rollout."""
+    """Parameters the update changes: "all", or only the prior's prompt shift, a per-patch mean term
+    read from the prompt alone, which cannot fit the earlier patches of each rollout (a prior
+    without one gets a zero, patch-resolution one: `NoiseARPrior.add_prompt_shift`)."""
 
     def check(self, prefix: str = "") -> None:
         """Raises a ValueError naming the first option (as `{prefix}name`) outside its range.
@@ -123,8 +123,11 @@ class RolloutConfig(OptimConfig):
     """Training prompts per round (split across processes)."""
     rollouts_per_prompt: int = 8
     """K rollouts per prompt, compared with each other (best-vs-worst pairs, per-prompt baselines; K >= 2)."""
-    lr: float = 1e-4
-    """Adam learning rate (peak, after warm-up)."""
+    lr: float = 3e-3
+    """Adam learning rate (peak, after warm-up); high, because by default only the prompt shift trains."""
+    trainable: Literal["all", "prompt-shift"] = "prompt-shift"
+    """"prompt-shift" (the default: on the Shapes world the only setting of those measured that raised
+    held-out success, docs/results.md) or "all" (every parameter; use a far lower lr)."""
 
     def check(self, prefix: str = "") -> None:
         """The base ranges, at least one prompt per round and K >= 2 rollouts of each (pairs,
@@ -170,10 +173,9 @@ class Algorithm(ABC):
         self.prior = prior
         self.temperature = temperature
         self.accelerator = accelerator
+        trainable = select_trainable(prior, config.trainable)  # may add a zero prompt shift: before the copy
         self.reference = frozen_copy(prior) if self.uses_reference(config) else None
-        self.optimizer = torch.optim.AdamW(
-            select_trainable(prior, config.trainable), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
     @staticmethod
@@ -337,17 +339,14 @@ class Algorithm(ABC):
 
 def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Parameter]:
     """Turns gradients on for the parameters `trainable` names ("all" or "prompt-shift") and off
-    for the others; returns the trainable ones."""
+    for the others; returns the trainable ones. A prior without a prompt shift gets a zero one first."""
     if trainable == "all":
         prior.requires_grad_(True)
         return list(prior.parameters())
     if trainable != "prompt-shift":
         raise ValueError(f"trainable must be 'all' or 'prompt-shift', got {trainable!r}")
     if prior.prompt_shift is None:
-        raise ValueError(
-            "trainable='prompt-shift' needs a prior with a prompt shift (prompt_shift_width > 0): pretrain one with "
-            "`--algo nll --nll.prompt-shift-width 64`; this prior has none"
-        )
+        prior.add_prompt_shift()
     prior.requires_grad_(False)
     prior.prompt_shift.requires_grad_(True)
     return list(prior.prompt_shift.parameters())

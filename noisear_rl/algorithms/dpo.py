@@ -47,6 +47,7 @@ PAPER_PRESET: dict[str, Any] = {
     "epochs": 1,  # one pass over the pairs
     "minibatch_size": 40,  # the paper's NLL training batch (appendix E.1.2)
     "lr": 6.25e-5,  # the paper's NLL training learning rate (appendix E.1.2)
+    "trainable": "all",  # the paper fine-tunes the whole prior
 }
 """The NoiseAR paper's offline DPO (section 3.2); the last two values are its NLL training's, since
 the paper gives none for DPO."""
@@ -76,13 +77,13 @@ class DPOConfig(RolloutConfig):
     """Keep a pair only when best - worst reward exceeds this. The paper used 3.0 on its composite
     reward's scale; the Shapes verifier scores in [0, 1], where 0.25 means one more check passed
     out of four for a one-object prompt."""
-    epochs: int = 4
+    epochs: int = 12
     """Passes over each round's pairs (offline: over all pairs)."""
     minibatch_size: int = 16
     """Pairs per optimizer step."""
     recon_weight: float = 0.2
     """simple-nll only: weight of the prior's reconstruction term (as in pretraining)."""
-    kl_coef: float = 0.1
+    kl_coef: float = 0.01
     """dpo only: weight of the closed-form KL(prior || reference) of the pairs' patch Gaussians
     (summed over the noise, like the log-probs). The sigmoid loss alone has no trust region: on
     3,072-element noises it can raise a pair's margin by blowing variances up (an unregularised

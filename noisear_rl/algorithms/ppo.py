@@ -22,17 +22,19 @@ from noisear_rl.envs.rollout import RolloutBatch
 class PPOConfig(RolloutConfig):
     """Clipped-surrogate policy optimisation with per-prompt advantages."""
 
-    epochs: int = 4
+    epochs: int = 12
     """Optimisation passes over each batch of rollouts."""
     minibatch_size: int = 64
     """Rollouts per optimizer step."""
-    clip_range: float = 0.2
-    """Ratios are clipped to [1 - clip_range, 1 + clip_range]."""
+    clip_range: float = 1.0
+    """Ratios are clipped to [1 - clip_range, 1 + clip_range] (wide: a patch is C x p x p Gaussian
+    dimensions, so a small mean change already moves a patch's ratio far; with 0.2 most ratios were
+    clipped after each round, docs/results_v0.md)."""
     per_patch: bool = True
     """Ratios per patch (each patch an action, as in the MDP); False: one ratio per whole noise."""
     advantage_clip: float = 5.0
     """Advantages are clipped to +-this after normalisation."""
-    kl_coef: float = 0.0
+    kl_coef: float = 0.05
     """Weight of the closed-form KL(prior || frozen reference) of the rollouts' patch Gaussians,
     per ratio like the surrogate (per patch with `per_patch`, else per noise); 0: none, no
     reference kept. Unlike a sample estimate it pulls back at any distance."""

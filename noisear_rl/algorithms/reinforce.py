@@ -26,19 +26,17 @@ from noisear_rl.envs.rollout import RolloutBatch
 class ReinforceConfig(RolloutConfig):
     """Policy gradient with a baseline."""
 
-    lr: float = 3e-4
-    """Adam learning rate."""
     baseline: Literal["leave-one-out", "batch-mean"] = "leave-one-out"
     """"leave-one-out": mean reward of the prompt's other rollouts; "batch-mean": mean of the batch."""
     normalize: bool = True
     """Divide advantages by their batch std (a per-batch step size that ignores the reward's scale)."""
     minibatch_size: int = 64
     """Rollouts per optimizer step."""
-    epochs: int = 1
+    epochs: int = 12
     """Passes over each batch. 1 is the on-policy estimator; more reuse the rollouts without
     importance ratios, which is sound only while the prior stays near the one that sampled them
-    (use it with `kl_coef`)."""
-    kl_coef: float = 0.0
+    (hence the default `kl_coef`)."""
+    kl_coef: float = 0.3
     """Weight of the closed-form KL(prior || frozen reference) of each rollout's patch Gaussians,
     summed over the noise like the log-probs (0: none, no reference kept). The policy gradient
     alone keeps pushing along its estimate; the term bounds how far the prior moves

@@ -111,11 +111,28 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
             raise ValueError(f"prompt_shift_width must be >= 0, got {prompt_shift_width}")
         if prompt_shift_resolution not in ("element", "patch"):
             raise ValueError(f"prompt_shift_resolution must be 'element' or 'patch', got {prompt_shift_resolution!r}")
-        channels = latent_channels if prompt_shift_resolution == "patch" else None
-        self.prompt_shift = (
-            PromptShift(n, cond_dim, prompt_shift_width, patch_dim, channels) if prompt_shift_width else None
-        )
+        self.prompt_shift = self._prompt_shift(prompt_shift_width, prompt_shift_resolution) if prompt_shift_width else None
         self.register_buffer("positions", sinusoidal_positions(n + 1, d_model), persistent=False)
+
+    def _prompt_shift(self, width: int, resolution: str) -> PromptShift:
+        c = self.config
+        channels = c.latent_channels if resolution == "patch" else None
+        n = num_patches(c.latent_height, c.latent_width, c.patch_size)
+        return PromptShift(n, c.cond_dim, width, c.latent_channels * c.patch_size**2, channels)
+
+    def add_prompt_shift(self, width: int = 64, resolution: Literal["element", "patch"] = "patch") -> None:
+        """Gives a prior without a prompt shift a zero-initialised one (its distribution does not
+        change), recorded in its config so that `save_pretrained` keeps it; what RL's default
+        `trainable="prompt-shift"` does to a prior that has none (the public release's, say)."""
+        if self.prompt_shift is not None:
+            raise ValueError("this prior already has a prompt shift")
+        if width < 1 or resolution not in ("element", "patch"):
+            raise ValueError(f"a prompt shift needs width >= 1 and resolution 'element' or 'patch', got {width}, {resolution!r}")
+        reference = self.start_token
+        with torch.random.fork_rng(devices=[]):  # the same prior always gets the same shift
+            torch.manual_seed(0)
+            self.prompt_shift = self._prompt_shift(width, resolution).to(reference.device, reference.dtype)
+        self.register_to_config(prompt_shift_width=width, prompt_shift_resolution=resolution)
 
     @staticmethod
     def _head(d_model: int, out_dim: int, init_scale: float) -> nn.Sequential:
