@@ -109,8 +109,7 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
         n = num_patches(latent_height, latent_width, patch_size)
         if prompt_shift_width < 0:
             raise ValueError(f"prompt_shift_width must be >= 0, got {prompt_shift_width}")
-        if prompt_shift_resolution not in ("element", "patch"):
-            raise ValueError(f"prompt_shift_resolution must be 'element' or 'patch', got {prompt_shift_resolution!r}")
+        _check_shift_resolution(prompt_shift_resolution)
         self.prompt_shift = self._prompt_shift(prompt_shift_width, prompt_shift_resolution) if prompt_shift_width else None
         self.register_buffer("positions", sinusoidal_positions(n + 1, d_model), persistent=False)
 
@@ -126,8 +125,9 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
         `trainable="prompt-shift"` does to a prior that has none (the public release's, say)."""
         if self.prompt_shift is not None:
             raise ValueError("this prior already has a prompt shift")
-        if width < 1 or resolution not in ("element", "patch"):
-            raise ValueError(f"a prompt shift needs width >= 1 and resolution 'element' or 'patch', got {width}, {resolution!r}")
+        if width < 1:
+            raise ValueError(f"a prompt shift needs width >= 1, got {width}")
+        _check_shift_resolution(resolution)
         reference = self.start_token
         with torch.random.fork_rng(devices=[]):  # the same prior always gets the same shift
             torch.manual_seed(0)
@@ -356,3 +356,7 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
         prior.check_weights(path)
         return prior
 
+
+def _check_shift_resolution(resolution: str) -> None:
+    if resolution not in ("element", "patch"):
+        raise ValueError(f"prompt_shift_resolution must be 'element' or 'patch', got {resolution!r}")

@@ -99,9 +99,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         return f"{name} {mean:+.{digits}f} (95% CI {low:+.{digits}f} to {high:+.{digits}f})"
 
     changes = summary.get("heldout_change") or {}
-    change_line = ([f"held-out change, paired over the same prompts and noises: "
-                    + ", ".join(change(name, 4 if name == "reward" else 3) for name in ("reward", "success") if name in changes)]
-                   if changes else [])
+    parts = [change(name, 4 if name == "reward" else 3) for name in ("reward", "success") if name in changes]
+    change_line = ["held-out change, paired over the same prompts and noises: " + ", ".join(parts)] if parts else []
     return "\n".join([
         f"{summary['algo']} on {summary['env']} (seed {summary['seed']}, {summary['iterations']} iterations) "
         f"-> {summary['output_dir']}",
