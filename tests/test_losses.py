@@ -102,6 +102,22 @@ def test_best_worst_pairs_by_hand():
     assert empty.numel() == 0
 
 
+def test_ranked_pairs_pair_the_ith_best_with_the_ith_worst_by_hand():
+    rewards = t(0.1, 0.9, 0.5, 0.2, 1.0, 1.0, 0.0, 0.0)
+    chosen, rejected = best_worst_pairs(rewards, group_size=4, min_gap=0.25, pairs_per_group=2)
+    # group 0 by rank: 1 (0.9), 2 (0.5), 3 (0.2), 0 (0.1): pairs (1, 0) gap 0.8 and (2, 3) gap 0.3;
+    # group 1: ties go to the earlier rollout: (4, 6) and (5, 7). Rank 0 of every group first.
+    assert chosen.tolist() == [1, 4, 2, 5] and rejected.tolist() == [0, 6, 3, 7]
+    chosen, rejected = best_worst_pairs(rewards, group_size=4, min_gap=0.5, pairs_per_group=2)
+    assert chosen.tolist() == [1, 4, 5] and rejected.tolist() == [0, 6, 7]
+    one = best_worst_pairs(rewards, group_size=4, min_gap=0.25)
+    assert [x.tolist() for x in one] == [[1, 4], [0, 6]]  # pairs_per_group=1: best vs worst
+    used = torch.cat(best_worst_pairs(torch.rand(64), group_size=8, min_gap=-1.0, pairs_per_group=4))
+    assert sorted(used.tolist()) == list(range(64))  # K // 2 pairs use every rollout once
+    with pytest.raises(ValueError, match="pairs_per_group must be in 1..2"):
+        best_worst_pairs(rewards, group_size=4, min_gap=0.0, pairs_per_group=3)
+
+
 def test_kl_per_noise_sums_the_closed_form_kl_of_every_patch_element():
     from noisear_rl.algorithms.losses import kl_per_noise
 

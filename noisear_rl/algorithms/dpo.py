@@ -32,7 +32,7 @@ from torch import Tensor
 
 from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
 from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss, kl_per_noise
-from noisear_rl.checks import check_at_least, check_finite, check_positive
+from noisear_rl.checks import check_at_least, check_finite, check_positive, option_name
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.model import NoiseARPrior
@@ -77,6 +77,9 @@ class DPOConfig(RolloutConfig):
     """Keep a pair only when best - worst reward exceeds this. The paper used 3.0 on its composite
     reward's scale; the Shapes verifier scores in [0, 1], where 0.25 means one more check passed
     out of four for a one-object prompt."""
+    pairs_per_prompt: int = 1
+    """Pairs from each prompt's rollouts: its i-th best against its i-th worst for i below this
+    (1: the paper's best-vs-worst pair; at most rollouts_per_prompt // 2, which uses every rollout)."""
     epochs: int = 12
     """Passes over each round's pairs (offline: over all pairs)."""
     minibatch_size: int = 16
@@ -92,7 +95,10 @@ class DPOConfig(RolloutConfig):
     def check(self, prefix: str = "") -> None:
         """The rollout ranges and DPO's own (passes, minibatches, beta, term weights)."""
         super().check(prefix)
-        check_at_least(self, 1, ("epochs", "minibatch_size"), prefix)
+        check_at_least(self, 1, ("epochs", "minibatch_size", "pairs_per_prompt"), prefix)
+        if self.pairs_per_prompt > self.rollouts_per_prompt // 2:
+            raise ValueError(f"{option_name('pairs_per_prompt', prefix)} ({self.pairs_per_prompt}) must be at most "
+                             f"{option_name('rollouts_per_prompt', prefix)} // 2 ({self.rollouts_per_prompt // 2})")
         check_positive(self, ("beta",), prefix)
         check_finite(self, ("kl_coef", "recon_weight"), prefix, minimum=0.0)
         check_finite(self, ("score_gap",), prefix)
@@ -162,8 +168,10 @@ class DPO(Algorithm):
         check_rollouts(batch, config.rollouts_per_prompt)
         self.prior.eval()  # no dropout: log-probs are those of the policy that acts
 
-        # 1. Preference pairs: best vs worst rollout of each prompt, when the gap is large enough.
-        chosen, rejected = best_worst_pairs(batch.rewards, config.rollouts_per_prompt, config.score_gap)
+        # 1. Preference pairs: i-th best vs i-th worst rollout of each prompt, when the gap is large enough.
+        chosen, rejected = best_worst_pairs(
+            batch.rewards, config.rollouts_per_prompt, config.score_gap, config.pairs_per_prompt
+        )
         pairs = PreferencePairs(batch.noise[chosen], batch.noise[rejected], Condition(batch.cond.embeds[chosen]))
         gaps = batch.rewards.reshape(-1, config.rollouts_per_prompt)
         round_metrics = {

@@ -152,26 +152,34 @@ def leave_one_out_advantages(rewards: Tensor, group_size: int) -> Tensor:
     return (groups - baseline).reshape(-1)
 
 
-def best_worst_pairs(rewards: Tensor, group_size: int, min_gap: float) -> tuple[Tensor, Tensor]:
-    """The paper's preference pairs: per prompt, its best rollout against its worst, kept when
-    their reward gap exceeds `min_gap` (strictly).
+def best_worst_pairs(
+    rewards: Tensor, group_size: int, min_gap: float, pairs_per_group: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Preference pairs by rank: per prompt, its i-th best rollout against its i-th worst for
+    i < `pairs_per_group`, each kept when the pair's reward gap exceeds `min_gap` (strictly).
+    With one pair per group this is the paper's best-vs-worst pair; more pairs use more of a
+    group's rollouts (with K rollouts, K // 2 pairs use every one, none twice).
 
     Args:
         rewards: [N] rewards, the K = `group_size` rollouts of each prompt contiguous.
         group_size: K.
-        min_gap: Keep a pair only if best - worst > min_gap.
+        min_gap: Keep a pair only if chosen - rejected > min_gap.
+        pairs_per_group: Pairs per prompt, 1 to K // 2.
 
     Returns:
-        (chosen, rejected): int64 [P] row indices into the N rollouts (P <= N / K); ties go to the
-        first rollout in the group.
+        (chosen, rejected): int64 [P] row indices into the N rollouts (P <= N / K x pairs), the
+        pairs of rank 0 of every group first; ties go to the earlier rollout in the group.
     """
     groups = _groups(rewards, group_size)
-    best = groups.argmax(1)
-    worst = groups.argmin(1)
-    gap = groups.max(1).values - groups.min(1).values
-    keep = torch.nonzero(gap > min_gap).flatten()
-    offsets = keep * group_size
-    return offsets + best[keep], offsets + worst[keep]
+    if not 1 <= pairs_per_group <= group_size // 2:
+        raise ValueError(f"pairs_per_group must be in 1..{group_size // 2} (rollouts per prompt // 2), "
+                         f"got {pairs_per_group}")
+    best = torch.sort(groups, dim=1, descending=True, stable=True).indices[:, :pairs_per_group]
+    worst = torch.sort(groups, dim=1, stable=True).indices[:, :pairs_per_group]
+    gap = groups.gather(1, best) - groups.gather(1, worst)
+    offsets = torch.arange(groups.shape[0], device=groups.device)[:, None] * group_size
+    keep = (gap > min_gap).T.flatten()  # rank-major: every group's first pair, then the second ...
+    return (offsets + best).T.flatten()[keep], (offsets + worst).T.flatten()[keep]
 
 
 def _groups(rewards: Tensor, group_size: int) -> Tensor:

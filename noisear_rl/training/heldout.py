@@ -11,7 +11,7 @@ import torch
 
 from noisear_rl.envs.policy import NoiseARPolicy
 from noisear_rl.envs.rollout import collect_rollouts
-from noisear_rl.evaluate import mean_ci
+from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.run_folder import RunFolder
 from noisear_rl.seeds import derive_seed
