@@ -129,3 +129,33 @@ def test_shipped_text_states_state_the_bindings_for_unseen_prompts() -> None:
     test = [p for p in evaluation_prompts() if " and " in p]
     flat = lambda prompts: backend.encode(prompts).embeds.flatten(1)  # noqa: E731
     assert binding_recall(flat(train), train, flat(test), test) >= 0.75
+
+
+@pytest.mark.parametrize(("beta_schedule", "coefficient"), [("scaled_linear", 0.0232), ("squaredcos_cap_v2", 0.0780)])
+def test_the_golden_step_moves_the_noise_by_the_schedules_signal_step(beta_schedule: str, coefficient: float) -> None:
+    """golden - x_T = (sqrt((1-a_T)/(1-a_1)) sqrt(a_1) - sqrt(a_T)) (x0_guided(x_T) - x0_unguided(x_1)).
+
+    The coefficient is why the schedule decides how far golden noise moves: 0.023 on SD's
+    scaled-linear betas at 20 trailing steps, 0.078 on the cosine schedule (zero terminal signal).
+    """
+    pipe = build_tiny_shapes_pipeline(seed=1, beta_schedule=beta_schedule)
+    backend = load_backend("shapes", pipe=pipe)
+    cond = backend.encode(PROMPTS)
+    embeds, negative = cond.embeds, cond.extras["negative_embeds"]
+    x_t = backend.random_latents(2, torch.Generator().manual_seed(5))
+    t1, t0 = (int(t) for t in backend.timesteps(20)[:2])  # the shipped world's 20 steps
+    a1, a0 = backend.alphas_cumprod[t1].double(), backend.alphas_cumprod[t0].double()
+
+    def x0(latents: torch.Tensor, t: int, a: torch.Tensor, guidance: float) -> torch.Tensor:
+        v = pipe.model_output(latents, t, embeds, negative, guidance).double()
+        return a.sqrt() * latents.double() - (1 - a).sqrt() * v
+
+    x0_guided = x0(x_t, t1, a1, 4.0)
+    eps_guided = (x_t.double() - a1.sqrt() * x0_guided) / (1 - a1).sqrt()
+    x_1 = (a0.sqrt() * x0_guided + (1 - a0).sqrt() * eps_guided).float()
+    x0_unguided = x0(x_1, t0, a0, 1.0)
+    step = ((1 - a1) / (1 - a0)).sqrt() * a0.sqrt() - a1.sqrt()
+    assert step.item() == pytest.approx(coefficient, abs=1e-4)
+    golden = golden_noise(backend, x_t, cond, guidance_scale=4.0, num_inference_steps=20)
+    expected = x_t.double() + step * (x0_guided - x0_unguided)
+    assert torch.allclose(golden.double(), expected, atol=2e-4)

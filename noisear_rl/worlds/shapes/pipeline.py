@@ -207,12 +207,15 @@ def build_shapes_pipeline(
     norm_num_groups: int = 16,
     cross_attention_levels: int = 1,
     pooled_embedding: bool = True,
+    beta_schedule: str = "scaled_linear",
 ) -> ShapesPipeline:
     """A freshly initialised (random-weight) pipeline; the training script starts from it.
 
     Cross-attention sits at the `cross_attention_levels` lowest resolutions (and the mid block):
     each level higher costs several times more CPU time per step. `pooled_embedding` adds the
-    start token's state to the time embedding (SDXL's pooled text embedding).
+    start token's state to the time embedding (SDXL's pooled text embedding). `beta_schedule` is
+    diffusers' name: SD/SDXL's "scaled_linear", or "squaredcos_cap_v2" (the cosine schedule, whose
+    terminal signal is zero).
     """
     torch.manual_seed(seed)
     text_encoder = ShapesTextEncoder(hidden_size=text_hidden_size, num_layers=text_layers, num_heads=attention_heads)
@@ -236,7 +239,7 @@ def build_shapes_pipeline(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
-        beta_schedule="scaled_linear",
+        beta_schedule=beta_schedule,
         prediction_type="v_prediction",
         clip_sample=False,  # as SD/SDXL: clipping the predicted x0 breaks classifier-free guidance
         set_alpha_to_one=True,
@@ -247,10 +250,16 @@ def build_shapes_pipeline(
     return pipe
 
 
-def build_tiny_shapes_pipeline(seed: int = 0) -> ShapesPipeline:
+def build_tiny_shapes_pipeline(seed: int = 0, beta_schedule: str = "scaled_linear") -> ShapesPipeline:
     """A tiny random-weight `ShapesPipeline` for fast tests (same interface, ~50K parameters)."""
     pipe = build_shapes_pipeline(
-        seed=seed, block_out_channels=(8, 16), text_hidden_size=16, text_layers=1, attention_heads=2, norm_num_groups=4
+        seed=seed,
+        block_out_channels=(8, 16),
+        text_hidden_size=16,
+        text_layers=1,
+        attention_heads=2,
+        norm_num_groups=4,
+        beta_schedule=beta_schedule,
     )
     pipe.register_to_config(default_num_inference_steps=4)
     return pipe

@@ -15,6 +15,7 @@ import copy
 import json
 import time
 from dataclasses import asdict, dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,9 @@ class TrainConfig:
     pooled_embedding: bool = True
     """Also add the start token's state (the pooled embedding) to the UNet's time embedding, as
     SDXL adds its pooled text embedding; False conditions through cross-attention alone (SD 1.x)."""
+    beta_schedule: Literal["scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
+    """Noise schedule (diffusers' names): SD/SDXL's scaled-linear betas (terminal signal
+    sqrt(alpha_bar) = 0.068), or the cosine schedule (zero terminal signal)."""
     min_snr_gamma: float = 5.0
     """Min-SNR loss weighting's clip; 0 disables it (plain v-prediction MSE)."""
     block_out_channels: tuple[int, ...] = (32, 64, 64)
@@ -114,6 +118,7 @@ def train(config: TrainConfig) -> ShapesPipeline:
         text_hidden_size=config.text_hidden_size,
         cross_attention_levels=config.cross_attention_levels,
         pooled_embedding=config.pooled_embedding,
+        beta_schedule=config.beta_schedule,
     )
     pipe.register_to_config(
         default_num_inference_steps=config.default_num_inference_steps,
