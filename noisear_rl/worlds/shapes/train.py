@@ -15,8 +15,8 @@ import copy
 import json
 import time
 from dataclasses import asdict, dataclass
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
