@@ -78,7 +78,7 @@ class RunConfig:
     whole pool is removed from the training prompts, so any of it can be used to compare runs).
     With 2 noises each (384 images), the paired 95% interval of a change in success is about
     +-4 points on the Shapes world (64 x 1 gave +-11, too wide to show the main job's gain; 160 x 2
-    gave +-5.3); the main job then takes 10-12 minutes on 2 CPU cores."""
+    gave +-5.3); the main job then takes 10-13 minutes on 2 CPU cores."""
     eval_noises_per_prompt: int = 2
     """Noises sampled per held-out prompt."""
     eval_every: int = 0
