@@ -2,7 +2,8 @@
 
 Each iteration (a round): K rollouts per prompt are scored by the reward; each prompt's best
 rollout is paired with its worst (with `pairs_per_prompt` > 1, also its second best with its
-second worst, and so on), and a pair is kept when its reward gap exceeds a threshold. The prior is then trained on the pairs with one of two objectives:
+second worst, and so on), and a pair is kept when its reward gap exceeds a threshold. The prior
+is then trained on the pairs with one of two objectives:
 
 - "dpo": the DPO sigmoid loss against a frozen reference prior (the prior at the start of
   training), log-probs summed over patches, plus a closed-form KL to the reference (a trust

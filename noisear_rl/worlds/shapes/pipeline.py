@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,12 @@ from noisear_rl.worlds.shapes.text_encoder import ShapesTextEncoder
 from noisear_rl.worlds.shapes.world import IMAGE_SIZE
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+BetaSchedule = Literal["scaled_linear", "squaredcos_cap_v2"]
+"""Noise schedules the world can be built with (diffusers' names): SD/SDXL's scaled-linear betas
+(terminal signal sqrt(alpha_bar) = 0.068; the shipped weights'), or the cosine schedule (zero
+terminal signal)."""
 
 
 def unet_prediction(unet: UNet2DConditionModel, latents: Tensor, timestep: int | Tensor, embeds: Tensor) -> Tensor:
@@ -207,15 +214,14 @@ def build_shapes_pipeline(
     norm_num_groups: int = 16,
     cross_attention_levels: int = 1,
     pooled_embedding: bool = True,
-    beta_schedule: str = "scaled_linear",
+    beta_schedule: BetaSchedule = "scaled_linear",
 ) -> ShapesPipeline:
     """A freshly initialised (random-weight) pipeline; the training script starts from it.
 
     Cross-attention sits at the `cross_attention_levels` lowest resolutions (and the mid block):
     each level higher costs several times more CPU time per step. `pooled_embedding` adds the
-    start token's state to the time embedding (SDXL's pooled text embedding). `beta_schedule` is
-    diffusers' name: SD/SDXL's "scaled_linear", or "squaredcos_cap_v2" (the cosine schedule, whose
-    terminal signal is zero).
+    start token's state to the time embedding (SDXL's pooled text embedding). `beta_schedule`: see
+    `BetaSchedule`.
     """
     torch.manual_seed(seed)
     text_encoder = ShapesTextEncoder(hidden_size=text_hidden_size, num_layers=text_layers, num_heads=attention_heads)
@@ -250,7 +256,7 @@ def build_shapes_pipeline(
     return pipe
 
 
-def build_tiny_shapes_pipeline(seed: int = 0, beta_schedule: str = "scaled_linear") -> ShapesPipeline:
+def build_tiny_shapes_pipeline(seed: int = 0, beta_schedule: BetaSchedule = "scaled_linear") -> ShapesPipeline:
     """A tiny random-weight `ShapesPipeline` for fast tests (same interface, ~50K parameters)."""
     pipe = build_shapes_pipeline(
         seed=seed,

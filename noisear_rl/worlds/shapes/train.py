@@ -16,7 +16,6 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,7 +24,13 @@ from torch import Tensor
 
 from noisear_rl.io import save_pretrained_atomically
 from noisear_rl.schedules import warmup_cosine
-from noisear_rl.worlds.shapes.pipeline import DEFAULT_WEIGHTS, ShapesPipeline, build_shapes_pipeline, unet_prediction
+from noisear_rl.worlds.shapes.pipeline import (
+    DEFAULT_WEIGHTS,
+    BetaSchedule,
+    ShapesPipeline,
+    build_shapes_pipeline,
+    unet_prediction,
+)
 from noisear_rl.worlds.shapes.text_encoder import ShapesTextEncoder
 from noisear_rl.worlds.shapes.world import (
     ATTRIBUTE_KEYS,
@@ -81,9 +86,9 @@ class TrainConfig:
     pooled_embedding: bool = True
     """Also add the start token's state (the pooled embedding) to the UNet's time embedding, as
     SDXL adds its pooled text embedding; False conditions through cross-attention alone (SD 1.x)."""
-    beta_schedule: Literal["scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
-    """Noise schedule (diffusers' names): SD/SDXL's scaled-linear betas (terminal signal
-    sqrt(alpha_bar) = 0.068), or the cosine schedule (zero terminal signal)."""
+    beta_schedule: BetaSchedule = "scaled_linear"
+    """Noise schedule (`pipeline.BetaSchedule`): scaled-linear (SD/SDXL's, the shipped weights') or
+    the cosine schedule (zero terminal signal)."""
     min_snr_gamma: float = 5.0
     """Min-SNR loss weighting's clip; 0 disables it (plain v-prediction MSE)."""
     block_out_channels: tuple[int, ...] = (32, 64, 64)
