@@ -78,3 +78,26 @@ def test_sdxl_scale_full_size_smoke_on_gpu(monkeypatch: pytest.MonkeyPatch, caps
     module.main(["--scale", "full", "--dtypes", "float16", "bfloat16", "--num-envs", "2", "--num-inference-steps", "2"])
     out = capsys.readouterr().out
     assert out.count("| float16 | ") + out.count("| bfloat16 | ") == 2 and "failed" not in out, out
+
+
+def test_golden_scale_variants_lengthen_and_repeat_the_golden_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`x + s d` moves s times as far as the golden step; `golden step xk` is the step applied k times."""
+    from noisear_rl.pipelines.golden import golden_noise
+    from noisear_rl.worlds.shapes import ShapesBackend
+    from noisear_rl.worlds.shapes.pipeline import build_tiny_shapes_pipeline
+
+    module = load_benchmark(Path(__file__).parents[1] / "benchmarks" / "golden_scale.py", monkeypatch)
+    backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(), guidance_scale=4.0)
+    cond = backend.encode(["a red circle on the left", "a blue square on the top and a green triangle on the bottom"])
+    x = torch.randn((2, *backend.latent_shape), generator=torch.Generator().manual_seed(0))
+
+    variants = module.golden_variants(backend, x, cond, scales=[1.0, 3.0], iterations=[2])
+
+    golden = golden_noise(backend, x, cond, 4.0)
+    assert list(variants) == ["gaussian", "golden step", "x + 1 d", "x + 3 d", "golden step x2"]
+    assert torch.equal(variants["gaussian"], x)
+    torch.testing.assert_close(variants["golden step"], golden)
+    torch.testing.assert_close(variants["x + 1 d"], golden)
+    torch.testing.assert_close(variants["x + 3 d"] - x, 3 * (golden - x))
+    torch.testing.assert_close(variants["golden step x2"], golden_noise(backend, golden, cond, 4.0))
+    assert (golden - x).abs().mean() > 0
