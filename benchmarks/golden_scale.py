@@ -20,6 +20,7 @@ import time
 import torch
 
 from noisear_rl.envs.prompts import evenly_spaced
+from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.reward_models import load_reward
 from noisear_rl.worlds.shapes import ShapesBackend, evaluation_prompts
@@ -28,7 +29,9 @@ from noisear_rl.worlds.shapes.measure import sign_test
 CRITERIA = ("success", "colour", "shape", "position")
 
 
-def golden_variants(backend: ShapesBackend, x: torch.Tensor, cond, scales: list[float], iterations: list[int]) -> dict[str, torch.Tensor]:
+def golden_variants(
+    backend: ShapesBackend, x: torch.Tensor, cond: Condition, scales: list[float], iterations: list[int]
+) -> dict[str, torch.Tensor]:
     """Gaussian noise `x`, its golden step, the step's move scaled by each s, and the step repeated k times."""
     guidance = backend.guidance_scale
     golden = golden_noise(backend, x, cond, guidance)
