@@ -24,7 +24,7 @@ from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.reward_models import load_reward
 from noisear_rl.worlds.shapes import ShapesBackend, evaluation_prompts
-from noisear_rl.worlds.shapes.measure import sign_test
+from noisear_rl.worlds.shapes.measure import paired_flips, sign_test
 
 CRITERIA = ("success", "colour", "shape", "position")
 
@@ -80,7 +80,7 @@ def main() -> None:
     for name, per_key in outcomes.items():
         rates = {key: float(torch.cat(values).mean()) for key, values in per_key.items()}
         success = torch.cat(per_key["success"])
-        fixed, broken = int(((success == 1) & (base == 0)).sum()), int(((success == 0) & (base == 1)).sum())
+        fixed, broken = paired_flips(base, success)
         print(
             f"| {name} | {sum(moves[name]) / len(moves[name]):.4f} | {rates['success']:.1%} | {rates['colour']:.1%} | "
             f"{rates['shape']:.1%} | {rates['position']:.1%} | {fixed} / {broken} | {sign_test(fixed, broken):.2g} |"

@@ -109,7 +109,7 @@ def measure(config: MeasureConfig) -> dict:
         )
         _, golden = run(golden_KB)
         before, after = gaussian["success"][:k].bool(), golden["success"].bool()
-        fixed, broken = int((~before & after).sum()), int((before & ~after).sum())
+        fixed, broken = paired_flips(before, after)
         results["golden"] = {
             "guidance_scale": golden_scale,
             "inversion_guidance_scale": 1.0,
@@ -198,6 +198,12 @@ def _within_share(success_KB: torch.Tensor) -> float:
     total = success_KB.var(unbiased=False).item()
     within = success_KB.var(dim=0, unbiased=False).mean().item()
     return within / total if total > 0 else 0.0
+
+
+def paired_flips(before: torch.Tensor, after: torch.Tensor) -> tuple[int, int]:
+    """(fixed, broken): pairs that fail before and pass after, and the reverse (0/1 or bool outcomes)."""
+    before, after = before.bool(), after.bool()
+    return int((~before & after).sum()), int((before & ~after).sum())
 
 
 def sign_test(fixed: int, broken: int) -> float:
