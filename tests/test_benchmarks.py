@@ -101,3 +101,26 @@ def test_golden_scale_variants_lengthen_and_repeat_the_golden_step(monkeypatch: 
     torch.testing.assert_close(variants["x + 3 d"] - x, 3 * (golden - x))
     torch.testing.assert_close(variants["golden step x2"], golden_noise(backend, golden, cond, 4.0))
     assert (golden - x).abs().mean() > 0
+
+
+def test_golden_blend_weights_recover_a_known_mixture_of_binding_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image made of the four binding renders plus a background is decomposed into exactly its weights;
+    the first-step images of a tiny world have one weight per binding."""
+    from noisear_rl.worlds.shapes import ShapesBackend
+    from noisear_rl.worlds.shapes.pipeline import build_tiny_shapes_pipeline
+
+    module = load_benchmark(Path(__file__).parents[1] / "benchmarks" / "golden_blend.py", monkeypatch)
+    prompt = "a red circle on the left and a blue square on the right"
+    assert module.distinct_pair_prompts([prompt, "a red circle on the left", "a red circle on the left and a red square on the right"]) == [prompt]
+    renders = module.binding_renders(prompt)
+    assert renders.shape == (4, 3, 32, 32)
+    assert all(not torch.equal(renders[i], renders[j]) for i in range(4) for j in range(i + 1, 4))
+    truth = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    image = (truth[:, None, None, None] * renders).sum(0) - 0.25
+    torch.testing.assert_close(module.blend_weights(image, renders), truth, atol=1e-4, rtol=0)
+
+    backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(), guidance_scale=4.0)
+    x = torch.randn((3, *backend.latent_shape), generator=torch.Generator().manual_seed(0))
+    images = module.first_step_images(backend, prompt, x)
+    assert list(images) == ["x0 prediction, guidance 0", "x0 prediction, guidance 1", "x0 prediction, guidance 4", "golden move"]
+    assert all(image.shape == (3, 32, 32) and torch.isfinite(module.blend_weights(image, renders)).all() for image in images.values())
