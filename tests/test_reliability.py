@@ -398,7 +398,7 @@ def test_device_cuda_on_a_cpu_machine_fails_in_one_line(command, tmp_path, capsy
         (["--dpo.iterations", "-2"], "--dpo.iterations must be >= 1, got -2"),
         (["--dpo.rollouts-per-prompt", "1"], "--dpo.rollouts-per-prompt must be >= 2, got 1"),
         (["--dpo.prompts-per-iteration", "0"], "--dpo.prompts-per-iteration must be >= 1, got 0"),
-        (["--dpo.pairs-per-prompt", "5"], "--dpo.pairs-per-prompt (5) must be at most --dpo.rollouts-per-prompt // 2 (4)"),
+        (["--dpo.pairs-per-prompt", "3"], "--dpo.pairs-per-prompt (3) must be at most --dpo.rollouts-per-prompt // 2 (2)"),
         (["--num-eval-prompts", "0"], "--num-eval-prompts must be >= 1, got 0"),
         (["--algo", "ppo", "--ppo.minibatch-size", "0"], "--ppo.minibatch-size must be >= 1, got 0"),
         (["--algo", "nll", "--nll.lr", "nan"], "--nll.lr must be a finite number > 0, got nan"),
