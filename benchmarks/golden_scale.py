@@ -9,7 +9,7 @@ applied k times for each `--iterations` k (the direction recomputed at every ste
 variant's success and per-criterion rates, and its outcomes fixed / broken against Gaussian noise
 on the same (prompt, noise) pairs with an exact sign test.
 
-    python benchmarks/golden_scale.py [--prompts 188] [--noises 2] [--scales 3 8] [--iterations 3 8] [--threads 2]
+    python benchmarks/golden_scale.py [--prompts 188] [--noises 2] [--scales 3 8] [--iterations 3 8] [--model-path DIR] [--threads 2]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--noises", type=int, default=2, help="base noises per prompt (seeds 0..N-1)")
     parser.add_argument("--scales", type=float, nargs="*", default=[3.0, 8.0])
     parser.add_argument("--iterations", type=int, nargs="*", default=[3, 8])
+    parser.add_argument("--model-path", default=None, help="a saved Shapes pipeline (default: the shipped weights)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.prompts < 1 or args.noises < 1 or any(k < 2 for k in args.iterations):
@@ -58,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     prompts = evenly_spaced(evaluation_prompts(), args.prompts)
-    backend, reward = ShapesBackend(), load_reward("shapes")
+    backend, reward = ShapesBackend(model_path=args.model_path), load_reward("shapes")
     cond = backend.encode(prompts)
     outcomes: dict[str, dict[str, list[torch.Tensor]]] = {}
     moves: dict[str, list[float]] = {}
