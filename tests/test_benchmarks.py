@@ -124,3 +124,7 @@ def test_golden_blend_weights_recover_a_known_mixture_of_binding_renders(monkeyp
     images = module.first_step_images(backend, prompt, x)
     assert list(images) == ["x0 prediction, guidance 0", "x0 prediction, guidance 1", "x0 prediction, guidance 4", "golden move"]
     assert all(image.shape == (3, 32, 32) and torch.isfinite(module.blend_weights(image, renders)).all() for image in images.values())
+    # classifier-free guidance is linear in the scale, and so is the x0 prediction
+    unconditional, conditional = images["x0 prediction, guidance 0"], images["x0 prediction, guidance 1"]
+    assert (conditional - unconditional).abs().max() > 1e-3
+    torch.testing.assert_close(images["x0 prediction, guidance 4"], unconditional + 4 * (conditional - unconditional), atol=1e-4, rtol=1e-4)
