@@ -62,7 +62,7 @@ def distinct_pair_prompts(prompts: list[str]) -> list[str]:
 @torch.no_grad()
 def first_step_images(backend: ShapesBackend, prompt: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mean over the noises `x` of the first-timestep x0 prediction at guidance 0, 1 and the default, and of the golden move."""
-    cond = backend.encode([prompt] * len(x))
+    cond = backend.encode([prompt]).repeat_interleave(len(x))
     t = int(backend.timesteps()[0])
     alpha = backend.alphas_cumprod[t]
     images = {}
@@ -94,8 +94,7 @@ def main() -> None:
         for name, image in first_step_images(backend, prompt, x).items():
             weights.setdefault(name, []).append(blend_weights(image, renders))
 
-    t = int(backend.timesteps()[0])
-    print(f"{len(prompts)} evaluation prompts x {args.noises} noises, first timestep t = {t}, guidance {backend.guidance_scale:g}")
+    print(f"{len(prompts)} evaluation prompts x {args.noises} noises, first timestep t = {int(backend.timesteps()[0])}, guidance {backend.guidance_scale:g}")
     print(f"| image | {' | '.join(BINDINGS)} | sum of weights |")
     print("|---|" + "---|" * (len(BINDINGS) + 1))
     for name, rows in weights.items():
