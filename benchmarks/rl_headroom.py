@@ -20,8 +20,9 @@ noises (every row starts from the same standard normals):
    states by cross-attention with a learned query per patch (what the prior itself reads).
    Held-out noises get their prompt's shift added (for a prior whose means hardly depend on
    earlier patches, as here, close to sampling from the shifted prior).
-2. What each algorithm learns from the same rollouts in one update (its default config, the
-   batch as one round): the change of the prior's mean on the held-out noises, split into a part
+2. What each algorithm learns from the same rollouts in one update (its default config, except
+   that the prompt shift's maps train, at lr 3e-3, as in the defaults before the shift's gain;
+   the batch as one round): the change of the prior's mean on the held-out noises, split into a part
    shared by all prompts, a prompt-specific part and a part that varies between noises of one
    prompt; the change of its standard deviation; and the held-out success after the update.
 
@@ -228,7 +229,9 @@ def main() -> None:
         model = copy.deepcopy(prior)
         algorithm_class = get_algorithm(name)
         torch.manual_seed(args.seed)
-        algorithm_class(algorithm_class.config_class(), model).update(train)
+        # The shift's maps (not the default gain alone): what a prompt-specific change is made of.
+        config = algorithm_class.config_class(trainable="prompt-shift", lr=3e-3, **({"kl_coef": 0.01} if name == "dpo" else {}))
+        algorithm_class(config, model).update(train)
         model.eval()
         with torch.no_grad():
             mean, logvar = model.patch_params(held.noise, held.cond.embeds)

@@ -455,10 +455,12 @@ def measure_dtype(config: Config, scale: Scale, device: torch.device, dtype_name
     if device.type == "cuda":
         torch.cuda.empty_cache()
     reset_peak(device)
-    dpo = DPO(DPOConfig(rollouts_per_prompt=2, score_gap=0.0, epochs=1, minibatch_size=UPDATE_BATCH // 2), prior)
+    shift = {"trainable": "prompt-shift", "lr": 3e-3}  # a release-shaped prior has no fitted shift to lengthen
+    dpo = DPO(DPOConfig(rollouts_per_prompt=2, score_gap=0.0, epochs=1, minibatch_size=UPDATE_BATCH // 2, kl_coef=0.01, **shift),
+              prior)
     result.dpo_update_s = update_seconds(dpo, rollout_batch(prior, 2, config.seed), device)  # 8 pairs = 16 noises
     del dpo
-    ppo = PPO(PPOConfig(rollouts_per_prompt=2, epochs=1, minibatch_size=UPDATE_BATCH), prior)
+    ppo = PPO(PPOConfig(rollouts_per_prompt=2, epochs=1, minibatch_size=UPDATE_BATCH, **shift), prior)
     result.ppo_update_s = update_seconds(ppo, rollout_batch(prior, 2, config.seed), device)
     result.update_peak_gib = peak_gib(device)
     return result

@@ -41,10 +41,17 @@ def rollouts(prior: NoiseARPrior, seed: int) -> RolloutBatch:
     return RolloutBatch(prompts, cond, noise, log_probs, noise.mean((1, 2, 3)))
 
 
+PROMPT_SHIFT = {"trainable": "prompt-shift", "lr": 3e-3}
+"""The settings for a prior without a fitted shift (the tiny priors here): train the shift's maps."""
+
+
 def build(name: str, prior: NoiseARPrior, **overrides) -> Algorithm:
+    """The algorithm with K rollouts a prompt; rollout algorithms train the prompt shift's maps
+    (DPO and REINFORCE with the KL weights measured for them) unless `overrides` say otherwise."""
     cls = get_algorithm(name)
     if cls.uses_rollouts:
-        overrides = {"rollouts_per_prompt": K, **overrides}
+        kl = {"dpo": {"kl_coef": 0.01}, "reinforce": {"kl_coef": 0.3}}.get(name, {})  # their KL weights for the maps
+        overrides = {"rollouts_per_prompt": K, **PROMPT_SHIFT, **kl, **overrides}
     return cls(cls.config_class(**overrides), prior)
 
 
@@ -138,7 +145,7 @@ def test_prompt_shift_alone_is_trained_and_raises_the_reward(name):
         algorithm.update(rollouts(prior, seed=iteration))
     changed = {n for n, p in prior.named_parameters() if not torch.equal(before[n], p)}
     assert changed and all(n.startswith("prompt_shift.") for n in changed), changed
-    assert "prompt_shift.out_weight" in changed
+    assert "prompt_shift.out_weight" in changed and "prompt_shift.gain" not in changed
     assert rollouts(prior, seed=999).rewards.mean().item() - reward_before > 0.02
 
 
@@ -163,6 +170,56 @@ def test_training_the_prompt_shift_of_a_prior_without_one_adds_a_zero_one_first(
         prior.add_prompt_shift()
     prior.save_pretrained(tmp_path)
     reloaded = NoiseARPrior.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded.log_prob(noise, cond), prior.log_prob(noise, cond))
+
+
+def fitted_shift_prior(bias: float = 0.02) -> NoiseARPrior:
+    """A tiny prior whose prompt shift has been "fitted": it raises every element by `bias`, the
+    direction in which the toy reward (the noise's mean) grows, but only a little of the way."""
+    prior = make_prior(prompt_shift_width=16)
+    with torch.no_grad():
+        prior.prompt_shift.out_bias.fill_(bias)
+    return prior
+
+
+@pytest.mark.parametrize("name", ["dpo", "ppo", "reinforce", "grpo"])
+def test_shift_gain_alone_is_trained_and_lengthens_a_fitted_shift(name):
+    prior = fitted_shift_prior()
+    dpo_overrides = {"score_gap": 0.0}
+    algorithm = build(name, prior, lr=0.1, trainable="shift-gain", **(dpo_overrides if name == "dpo" else {}))
+    before = {n: p.detach().clone() for n, p in prior.named_parameters()}
+    reward_before = rollouts(prior, seed=999).rewards.mean().item()
+    for iteration in range(4):
+        algorithm.update(rollouts(prior, seed=iteration))
+    changed = {n for n, p in prior.named_parameters() if not torch.equal(before[n], p)}
+    assert changed == {"prompt_shift.gain"}
+    assert prior.prompt_shift.gain.item() > 1.5
+    assert rollouts(prior, seed=999).rewards.mean().item() - reward_before > 0.01
+
+
+def test_shift_gain_needs_a_fitted_shift_and_says_what_to_use_instead():
+    for prior in (make_prior(), make_prior(prompt_shift_width=16)):  # no shift; a zero one
+        with pytest.raises(ValueError, match="shift-gain.*trainable prompt-shift --ALGO.lr 3e-3"):
+            build("ppo", prior, trainable="shift-gain")
+
+
+def test_gain_multiplies_the_shift_and_checkpoints_without_one_load_with_gain_one(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    prior = fitted_shift_prior()
+    cond = torch.randn(2, 5, 12)
+    shift = prior.prompt_shift(cond)
+    with torch.no_grad():
+        prior.prompt_shift.gain.fill_(3.0)
+    torch.testing.assert_close(prior.prompt_shift(cond), 3 * shift)
+    with torch.no_grad():
+        prior.prompt_shift.gain.fill_(1.0)
+    prior.save_pretrained(tmp_path)
+    weights = tmp_path / "diffusion_pytorch_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if k != "prompt_shift.gain"}, weights)
+    reloaded = NoiseARPrior.from_pretrained(tmp_path)
+    assert reloaded.prompt_shift.gain.item() == 1.0
+    noise = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(reloaded.log_prob(noise, cond), prior.log_prob(noise, cond))
 
 
@@ -286,13 +343,13 @@ def test_grpo_is_ppo_with_the_kl_term_on():
 @pytest.mark.parametrize("name", ["dpo", "ppo", "reinforce", "grpo"])
 def test_each_algorithms_default_settings_raise_the_reward(name):
     """A learning curve with the defaults as shipped (only the batch shape and DPO's reward-scale
-    gap are the test's): the
-    default trains a zero patch-resolution prompt shift added to the prior, and the reward (the
-    noise's mean, which a shift can raise) climbs round after round."""
-    prior = make_prior()
+    gap are the test's), from a prior whose fitted shift points the reward's way: the default
+    trains that shift's gain, and the reward (the noise's mean) climbs round after round."""
+    prior = fitted_shift_prior(0.1)
+    cls = get_algorithm(name)
     # DPO's score gap is on the verifier's [0, 1] scale; this toy reward moves by ~0.01.
-    algorithm = build(name, prior, **({"score_gap": 0.0} if name == "dpo" else {}))
-    assert algorithm.config.trainable == "prompt-shift" and prior.prompt_shift is not None
+    algorithm = cls(cls.config_class(rollouts_per_prompt=K, **({"score_gap": 0.0} if name == "dpo" else {})), prior)
+    assert algorithm.config.trainable == "shift-gain"
     curve = [rollouts(prior, seed=999).rewards.mean().item()]
     for iteration in range(4):
         algorithm.update(rollouts(prior, seed=iteration))

@@ -6,8 +6,8 @@ second worst, and so on), and a pair is kept when its reward gap exceeds a thres
 is then trained on the pairs with one of two objectives:
 
 - "dpo": the DPO sigmoid loss against a frozen reference prior (the prior at the start of
-  training), log-probs summed over patches, plus a closed-form KL to the reference (a trust
-  region the sigmoid loss lacks);
+  training), log-probs summed over patches, optionally plus a closed-form KL to the reference
+  (a trust region the sigmoid loss lacks, needed when more than the shift's gain trains);
 - "simple-nll": the paper's choice, the prior's own NLL objective on the preferred noise alone.
 
 Online (the default), every round's pairs update the prior before the next round collects.
@@ -72,6 +72,9 @@ class DPOConfig(RolloutConfig):
     images a round) and gave DPO larger, steadier gains on the Shapes world (docs/results.md)."""
     rollouts_per_prompt: int = 4
     """Rollouts of each prompt a round: the candidates its best-vs-worst pair is drawn from."""
+    lr: float = 5e-2
+    """Adam learning rate: the gain moves at most about this much an optimizer step, and DPO takes
+    a few dozen steps a round (12 passes over 20-40 pairs); for the prompt shift's maps, 3e-3."""
     objective: Literal["dpo", "simple-nll"] = "dpo"
     """"dpo": sigmoid loss against the frozen reference; "simple-nll": NLL of the preferred noise (the paper)."""
     offline: bool = False
@@ -93,11 +96,15 @@ class DPOConfig(RolloutConfig):
     """Pairs per optimizer step."""
     recon_weight: float = 0.2
     """simple-nll only: weight of the prior's reconstruction term (as in pretraining)."""
-    kl_coef: float = 0.01
+    kl_coef: float = 0.0
     """dpo only: weight of the closed-form KL(prior || reference) of the pairs' patch Gaussians
-    (summed over the noise, like the log-probs). The sigmoid loss alone has no trust region: on
-    3,072-element noises it can raise a pair's margin by blowing variances up (an unregularised
-    run reached std 1e29 in four rounds); 0 turns the term off."""
+    (summed over the noise, like the log-probs); 0 (the default) turns the term off. With the
+    default `trainable="shift-gain"` none is needed: both noises of a pair share their prompt's
+    shift, so the margin is linear in the gain and the sigmoid loss has a finite optimum (a
+    logistic regression on one number); a KL term there only holds the gain back (0.01 kept it
+    near 1.3, 0.001 near 2.2, docs/results.md). Training more than the gain needs one: the
+    sigmoid loss can raise a pair's margin by blowing variances up (an unregularised run with
+    every parameter training reached std 1e29 in four rounds): use 0.01."""
 
     def check(self, prefix: str = "") -> None:
         """The rollout ranges and DPO's own (passes, minibatches, beta, term weights)."""

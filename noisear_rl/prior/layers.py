@@ -133,6 +133,11 @@ class PromptShift(nn.Module):
     own noise. The output maps start at zero: adding the pathway leaves the prior's distribution
     unchanged.
 
+    A scalar `gain` multiplies the whole shift. NLL on selected noise finds a well-aimed but short
+    shift (it fits the mean of the noises that passed, not the point that passes most often); an
+    update of the gain alone learns from few rollouts how far to go along it, the way a guidance
+    scale sets how far a sampler follows its condition.
+
     With `channels` given, the output is one value per channel of each patch, added to all of
     that channel's p x p elements: the shift then lives in the noise's lowest frequencies (the
     patch means), which is where an initial noise decides an image's layout, and it has p^2 times
@@ -157,6 +162,7 @@ class PromptShift(nn.Module):
         self.value = nn.Linear(cond_dim, width)
         self.out_weight = nn.Parameter(torch.zeros(num_patches, width, out_dim))
         self.out_bias = nn.Parameter(torch.zeros(num_patches, out_dim))
+        self.gain = nn.Parameter(torch.ones(()))
 
     def forward(self, cond_BLC: Tensor, mask: Tensor | None = None) -> Tensor:
         """The mean shift of every patch [B, T, patch_dim] for condition tokens [B, L, cond_dim].
@@ -168,5 +174,5 @@ class PromptShift(nn.Module):
         if mask is not None:
             scores = scores.masked_fill(~mask[:, 0], float("-inf"))
         read = torch.einsum("btl,blw->btw", scores.softmax(-1), values)
-        shift = torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias
+        shift = (torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias) * self.gain
         return shift.repeat_interleave(self.repeat, dim=-1) if self.repeat > 1 else shift

@@ -319,6 +319,9 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
                 f"the NoiseAR prior at {source!r} cannot be loaded ({reason}); it is corrupt or not a NoiseAR "
                 f"prior: replace it with a good copy, or {fix}"
             ) from error
+        if prior.prompt_shift is not None and prior.prompt_shift.gain.is_meta:
+            # Checkpoints written before the shift had a gain: their shift is the gain-1 one.
+            prior.prompt_shift.gain = torch.nn.Parameter(torch.ones((), dtype=prior.start_token.dtype))
         prior.check_weights(source)
         return prior
 

@@ -47,7 +47,11 @@ WORLD = WorldInfo(
     prior_command=(
         "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 10 --output-dir data/shapes_golden && "
         "python -m noisear_rl.train --algo nll --data data/shapes_golden --nll.iterations 1500 --output-dir runs/shapes-nll && "
-        "cp -r runs/shapes-nll/prior noisear_rl/worlds/shapes/prior"
+        "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 8 --golden selected "
+        "--reward shapes --reward-threshold 0.999 --output-dir data/shapes_selected && "
+        "python -m noisear_rl.train --algo nll --data data/shapes_selected --prior runs/shapes-nll/prior "
+        "--nll.trainable prompt-shift --nll.lr 3e-3 --nll.iterations 1000 --output-dir runs/shapes-nll-selected && "
+        "cp -r runs/shapes-nll-selected/prior noisear_rl/worlds/shapes/prior"
     ),
     npnet=HERE / "npnet",
     npnet_command=(
