@@ -33,8 +33,9 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
 
     With `prompt_shift_width > 0` the mean of every patch also gets a `PromptShift`: a term read
     from the condition by a learned query per patch, which depends on the prompt and the patch's
-    position only (not on the earlier patches). It starts at zero; RL can update it alone
-    (`trainable="prompt-shift"` in the rollout algorithms).
+    position only (not on the earlier patches), times a scalar gain. It starts at zero; RL can
+    update its maps alone (`trainable="prompt-shift"` in the rollout algorithms) or, once NLL has
+    fitted it, its gain alone (`trainable="shift-gain"`, their default).
 
     `temperature` is part of the config so that a prior samples as it was meant to by default:
     the public release multiplies every std by 0.5 when sampling, and
