@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 from dataclasses import dataclass
 
@@ -201,6 +202,15 @@ def test_shift_gain_needs_a_fitted_shift_and_says_what_to_use_instead():
     for prior in (make_prior(), make_prior(prompt_shift_width=16)):  # no shift; a zero one
         with pytest.raises(ValueError, match="shift-gain.*trainable prompt-shift --ALGO.lr 3e-3"):
             build("ppo", prior, trainable="shift-gain")
+
+
+def test_dpo_warns_when_more_than_the_gain_trains_without_a_kl_term():
+    with pytest.warns(UserWarning, match="no trust region.*--dpo.kl-coef 0.01"):
+        build("dpo", make_prior(), kl_coef=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build("dpo", fitted_shift_prior(), trainable="shift-gain", kl_coef=0.0)
+        build("dpo", make_prior(), kl_coef=0.01)
 
 
 def test_gain_multiplies_the_shift_and_checkpoints_without_one_load_with_gain_one(tmp_path):

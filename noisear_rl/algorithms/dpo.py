@@ -25,6 +25,7 @@ and a round holds only its own rollouts in memory. `--dpo.preset paper` is the p
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -170,6 +171,9 @@ class DPO(Algorithm):
         self, config: DPOConfig, prior: NoiseARPrior, temperature: float = 1.0, accelerator: Any | None = None
     ) -> None:
         super().__init__(config, prior, temperature, accelerator)
+        if config.objective == "dpo" and config.trainable != "shift-gain" and config.kl_coef == 0:
+            warnings.warn(f"DPO with trainable={config.trainable!r} and kl_coef=0 has no trust region (the sigmoid loss "
+                          "can blow variances up); pass --dpo.kl-coef 0.01", stacklevel=2)
         self.pending: list[PreferencePairs] = []
         self.rounds_collected = 0
 
