@@ -42,6 +42,7 @@ from torch import Tensor, nn
 import noisear_rl  # noqa: F401  registers the environments
 from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import get_algorithm
+from noisear_rl.algorithms.trainable import shift_map_settings
 from noisear_rl.algorithms.losses import kl_per_noise, per_prompt_normalize, reinforce_loss
 from noisear_rl.envs import NoiseARPolicy, collect_rollouts
 from noisear_rl.envs.prompts import evenly_spaced
@@ -230,7 +231,7 @@ def main() -> None:
         algorithm_class = get_algorithm(name)
         torch.manual_seed(args.seed)
         # The shift's maps (not the default gain alone): what a prompt-specific change is made of.
-        config = algorithm_class.config_class(trainable="prompt-shift", lr=3e-3, **({"kl_coef": 0.01} if name == "dpo" else {}))
+        config = algorithm_class.config_class(**shift_map_settings(name))
         algorithm_class(config, model).update(train)
         model.eval()
         with torch.no_grad():

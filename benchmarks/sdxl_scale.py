@@ -53,6 +53,7 @@ from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms.base import Algorithm
 from noisear_rl.algorithms.dpo import DPO, DPOConfig
 from noisear_rl.algorithms.ppo import PPO, PPOConfig
+from noisear_rl.algorithms.trainable import shift_map_settings
 from noisear_rl.envs import NoiseARPolicy, NoiseVectorEnv, RolloutBatch, collect_rollouts
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.pipelines.sdxl import SDXLBackend
@@ -455,12 +456,12 @@ def measure_dtype(config: Config, scale: Scale, device: torch.device, dtype_name
     if device.type == "cuda":
         torch.cuda.empty_cache()
     reset_peak(device)
-    shift = {"trainable": "prompt-shift", "lr": 3e-3}  # a release-shaped prior has no fitted shift to lengthen
-    dpo = DPO(DPOConfig(rollouts_per_prompt=2, score_gap=0.0, epochs=1, minibatch_size=UPDATE_BATCH // 2, kl_coef=0.01, **shift),
-              prior)
+    # A release-shaped prior has no fitted shift to lengthen: the updates train the shift's maps.
+    dpo = DPO(DPOConfig(rollouts_per_prompt=2, score_gap=0.0, epochs=1, minibatch_size=UPDATE_BATCH // 2,
+                        **shift_map_settings("dpo")), prior)
     result.dpo_update_s = update_seconds(dpo, rollout_batch(prior, 2, config.seed), device)  # 8 pairs = 16 noises
     del dpo
-    ppo = PPO(PPOConfig(rollouts_per_prompt=2, epochs=1, minibatch_size=UPDATE_BATCH, **shift), prior)
+    ppo = PPO(PPOConfig(rollouts_per_prompt=2, epochs=1, minibatch_size=UPDATE_BATCH, **shift_map_settings("ppo")), prior)
     result.ppo_update_s = update_seconds(ppo, rollout_batch(prior, 2, config.seed), device)
     result.update_peak_gib = peak_gib(device)
     return result

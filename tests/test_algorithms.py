@@ -14,6 +14,7 @@ from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import Algorithm, OptimConfig, get_algorithm, list_algorithms, register_algorithm
 from noisear_rl.algorithms.nll import GoldenBatch
 from noisear_rl.algorithms.losses import kl_per_noise
+from noisear_rl.algorithms.trainable import shift_map_settings
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 
@@ -42,17 +43,12 @@ def rollouts(prior: NoiseARPrior, seed: int) -> RolloutBatch:
     return RolloutBatch(prompts, cond, noise, log_probs, noise.mean((1, 2, 3)))
 
 
-PROMPT_SHIFT = {"trainable": "prompt-shift", "lr": 3e-3}
-"""The settings for a prior without a fitted shift (the tiny priors here): train the shift's maps."""
-
-
 def build(name: str, prior: NoiseARPrior, **overrides) -> Algorithm:
     """The algorithm with K rollouts a prompt; rollout algorithms train the prompt shift's maps
     (DPO and REINFORCE with the KL weights measured for them) unless `overrides` say otherwise."""
     cls = get_algorithm(name)
     if cls.uses_rollouts:
-        kl = {"dpo": {"kl_coef": 0.01}, "reinforce": {"kl_coef": 0.3}}.get(name, {})  # their KL weights for the maps
-        overrides = {"rollouts_per_prompt": K, **PROMPT_SHIFT, **kl, **overrides}
+        overrides = {"rollouts_per_prompt": K, **shift_map_settings(name), **overrides}  # the tiny priors have no fitted shift
     return cls(cls.config_class(**overrides), prior)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import get_algorithm
+from noisear_rl.algorithms.trainable import shift_map_settings
 from noisear_rl.data import shard_path, write_manifest, write_prompts, write_shard
 from noisear_rl.worlds.shapes import ShapesBackend, build_tiny_shapes_pipeline, sample_prompts
 from noisear_rl.run_folder import CheckpointError, checkpoint_dirs, flatten_state, unflatten_state
@@ -60,15 +61,12 @@ def configs(name: str, out: Path, iterations: int = 2, **run_overrides) -> tuple
     cls = get_algorithm(name)
     if cls.uses_rollouts:
         # A fresh tiny prior has no fitted shift whose gain (the default) could train: train the shift's maps.
-        algo = cls.config_class(iterations=iterations, prompts_per_iteration=2, rollouts_per_prompt=4, lr=1e-3,
-                                trainable="prompt-shift")
+        algo = cls.config_class(iterations=iterations, prompts_per_iteration=2, rollouts_per_prompt=4,
+                                **{**shift_map_settings(name), "lr": 1e-3})
     else:
         algo = cls.config_class(iterations=iterations, batch_size=8, warmup_iterations=0)
     if name == "dpo":
         algo.score_gap = -1.0  # pair every prompt: the tiny random world often scores a prompt's rollouts alike
-        algo.kl_coef = 0.01  # training the maps needs DPO's trust region
-    if name == "reinforce":
-        algo.kl_coef = 0.3  # REINFORCE's KL weight for the maps
     run = RunConfig(algo=name, output_dir=out, num_envs=8, num_eval_prompts=4, progress=False, **run_overrides)
     return run, algo
 

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
 from noisear_rl.prior.model import NoiseARPrior
+
+
+SHIFT_MAP_LR = 3e-3
+"""Adam learning rate measured for training a prompt shift's maps from zero (the defaults before the gain)."""
+SHIFT_MAP_KL: dict[str, float] = {"dpo": 0.01, "reinforce": 0.3}
+"""KL weights measured with it, for the algorithms whose defaults are set for the gain instead."""
+
+
+def shift_map_settings(algo: str) -> dict[str, Any]:
+    """The config overrides that train a prompt shift's maps from zero with algorithm `algo`
+    (what a prior without a fitted shift needs instead of the default gain)."""
+    kl = {"kl_coef": SHIFT_MAP_KL[algo]} if algo in SHIFT_MAP_KL else {}
+    return {"trainable": "prompt-shift", "lr": SHIFT_MAP_LR, **kl}
 
 
 def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Parameter]:
@@ -24,10 +38,11 @@ def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Param
     if trainable not in ("prompt-shift", "shift-gain"):
         raise ValueError(f"trainable must be 'all', 'prompt-shift' or 'shift-gain', got {trainable!r}")
     if trainable == "shift-gain" and not has_fitted_shift(prior):
+        lr = f"{SHIFT_MAP_LR:.0e}".replace("e-0", "e-")  # 3e-3, as a user types it
+        kl = " or ".join(f"--{algo}.kl-coef {weight}" for algo, weight in SHIFT_MAP_KL.items())
         raise ValueError("trainable 'shift-gain' (the default) needs a prior whose prompt shift has been fitted "
                          "(the Shapes world's shipped prior, or one from --algo nll --nll.trainable prompt-shift); "
-                         "to train a shift from zero instead pass --ALGO.trainable prompt-shift --ALGO.lr 3e-3 "
-                         "(and --dpo.kl-coef 0.01 or --reinforce.kl-coef 0.3)")
+                         f"to train a shift from zero instead pass --ALGO.trainable prompt-shift --ALGO.lr {lr} (and {kl})")
     if prior.prompt_shift is None:
         prior.add_prompt_shift()
     prior.requires_grad_(False)
