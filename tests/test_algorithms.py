@@ -337,7 +337,8 @@ def test_grpo_is_ppo_with_the_kl_term_on():
     config = get_algorithm("grpo").config_class(rollouts_per_prompt=K)
     assert config.kl_coef > 0
     priors = make_prior(), make_prior()
-    grpo = build("grpo", priors[0])
+    assert get_algorithm("ppo").config_class().kl_coef == 0
+    grpo = build("grpo", priors[0], kl_coef=config.kl_coef)  # build() would set the shift maps' KL weight
     ppo = build("ppo", priors[1], kl_coef=config.kl_coef)
     torch.manual_seed(3)
     grpo.update(rollouts(priors[0], seed=0))

@@ -12,7 +12,7 @@ from noisear_rl.prior.model import NoiseARPrior
 
 SHIFT_MAP_LR = 3e-3
 """Adam learning rate measured for training a prompt shift's maps from zero (the defaults before the gain)."""
-SHIFT_MAP_KL: dict[str, float] = {"dpo": 0.01, "reinforce": 0.3}
+SHIFT_MAP_KL: dict[str, float] = {"dpo": 0.01, "ppo": 0.05, "grpo": 0.04, "reinforce": 0.3}
 """KL weights measured with it, for the algorithms whose defaults are set for the gain instead."""
 
 
