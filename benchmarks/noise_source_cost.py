@@ -66,6 +66,7 @@ def sources(backend: ShapesBackend, best_of: int) -> tuple[list[NoiseSource], li
     built = [
         load_noise_source("gaussian", backend=backend),
         golden,
+        load_noise_source("golden-step", backend=backend),
         load_noise_source("erasure-injection", backend=backend),
         noisear,
         load_noise_source(f"best-of-n:{best_of}", backend=backend, reward=reward),
