@@ -70,7 +70,7 @@ class DPOConfig(RolloutConfig):
     prompts_per_iteration: int = 64
     """Prompts a round. DPO learns from one pair of each prompt, so it gets more pairs from more
     prompts with fewer rollouts each: 64 x 4 costs what the other algorithms' 32 x 8 does (256
-    images a round) and gave DPO larger, steadier gains on the Shapes world (docs/results.md)."""
+    images a round) and gave DPO larger, steadier gains on the Shapes world (docs/results_v1_first_chain.md)."""
     rollouts_per_prompt: int = 4
     """Rollouts of each prompt a round: the candidates its best-vs-worst pair is drawn from."""
     lr: float = 5e-2
