@@ -196,7 +196,8 @@ def test_shift_gain_alone_is_trained_and_lengthens_a_fitted_shift(name):
 
 def test_shift_gain_needs_a_fitted_shift_and_says_what_to_use_instead():
     for prior in (make_prior(), make_prior(prompt_shift_width=16)):  # no shift; a zero one
-        with pytest.raises(ValueError, match="shift-gain.*trainable prompt-shift --ALGO.lr 3e-3"):
+        with pytest.raises(ValueError, match="shift-gain.*trainable prompt-shift --ALGO.lr 3e-3 with its KL weight"
+                                             r" \(--dpo.kl-coef 0.01, --ppo.kl-coef 0.05, .*--reinforce.kl-coef 0.3\)"):
             build("ppo", prior, trainable="shift-gain")
 
 

@@ -39,10 +39,11 @@ def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Param
         raise ValueError(f"trainable must be 'all', 'prompt-shift' or 'shift-gain', got {trainable!r}")
     if trainable == "shift-gain" and not has_fitted_shift(prior):
         lr = f"{SHIFT_MAP_LR:.0e}".replace("e-0", "e-")  # 3e-3, as a user types it
-        kl = " or ".join(f"--{algo}.kl-coef {weight}" for algo, weight in SHIFT_MAP_KL.items())
+        flags = [f"--{algo}.kl-coef {weight}" for algo, weight in SHIFT_MAP_KL.items()]
+        kl = f"{', '.join(flags[:-1])} or {flags[-1]}"
         raise ValueError("trainable 'shift-gain' (the default) needs a prior whose prompt shift has been fitted "
                          "(the Shapes world's shipped prior, or one from --algo nll --nll.trainable prompt-shift); "
-                         f"to train a shift from zero instead pass --ALGO.trainable prompt-shift --ALGO.lr {lr} (and {kl})")
+                         f"to train a shift from zero instead pass --ALGO.trainable prompt-shift --ALGO.lr {lr} with its KL weight ({kl})")
     if prior.prompt_shift is None:
         prior.add_prompt_shift()
     prior.requires_grad_(False)
