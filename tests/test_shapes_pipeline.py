@@ -131,14 +131,20 @@ def test_shipped_text_states_state_the_bindings_for_unseen_prompts() -> None:
     assert binding_recall(flat(train), train, flat(test), test) >= 0.75
 
 
-@pytest.mark.parametrize(("beta_schedule", "coefficient"), [("scaled_linear", 0.0232), ("squaredcos_cap_v2", 0.0780)])
-def test_the_golden_step_moves_the_noise_by_the_schedules_signal_step(beta_schedule: str, coefficient: float) -> None:
+@pytest.mark.parametrize(
+    ("beta_schedule", "beta_end", "coefficient"),
+    [("scaled_linear", 0.012, 0.0232), ("scaled_linear", 0.008, 0.0325), ("squaredcos_cap_v2", 0.012, 0.0780)],
+)
+def test_the_golden_step_moves_the_noise_by_the_schedules_signal_step(
+    beta_schedule: str, beta_end: float, coefficient: float
+) -> None:
     """golden - x_T = (sqrt((1-a_T)/(1-a_1)) sqrt(a_1) - sqrt(a_T)) (x0_guided(x_T) - x0_unguided(x_1)).
 
     The coefficient is why the schedule decides how far golden noise moves: 0.023 on SD's
-    scaled-linear betas at 20 trailing steps, 0.078 on the cosine schedule (zero terminal signal).
+    scaled-linear betas at 20 trailing steps, 0.033 with their last beta 0.008 instead of 0.012,
+    0.078 on the cosine schedule (zero terminal signal).
     """
-    pipe = build_tiny_shapes_pipeline(seed=1, beta_schedule=beta_schedule)
+    pipe = build_tiny_shapes_pipeline(seed=1, beta_schedule=beta_schedule, beta_end=beta_end)
     backend = load_backend("shapes", pipe=pipe)
     cond = backend.encode(PROMPTS)
     embeds, negative = cond.embeds, cond.extras["negative_embeds"]

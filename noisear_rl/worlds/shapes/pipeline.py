@@ -215,13 +215,14 @@ def build_shapes_pipeline(
     cross_attention_levels: int = 1,
     pooled_embedding: bool = True,
     beta_schedule: BetaSchedule = "scaled_linear",
+    beta_end: float = 0.012,
 ) -> ShapesPipeline:
     """A freshly initialised (random-weight) pipeline; the training script starts from it.
 
     Cross-attention sits at the `cross_attention_levels` lowest resolutions (and the mid block):
     each level higher costs several times more CPU time per step. `pooled_embedding` adds the
     start token's state to the time embedding (SDXL's pooled text embedding). `beta_schedule`: see
-    `BetaSchedule`.
+    `BetaSchedule`; `beta_end` is the scaled-linear schedule's last beta (SD/SDXL's 0.012).
     """
     torch.manual_seed(seed)
     text_encoder = ShapesTextEncoder(hidden_size=text_hidden_size, num_layers=text_layers, num_heads=attention_heads)
@@ -244,7 +245,7 @@ def build_shapes_pipeline(
     scheduler = DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
-        beta_end=0.012,
+        beta_end=beta_end,
         beta_schedule=beta_schedule,
         prediction_type="v_prediction",
         clip_sample=False,  # as SD/SDXL: clipping the predicted x0 breaks classifier-free guidance
@@ -256,7 +257,9 @@ def build_shapes_pipeline(
     return pipe
 
 
-def build_tiny_shapes_pipeline(seed: int = 0, beta_schedule: BetaSchedule = "scaled_linear") -> ShapesPipeline:
+def build_tiny_shapes_pipeline(
+    seed: int = 0, beta_schedule: BetaSchedule = "scaled_linear", beta_end: float = 0.012
+) -> ShapesPipeline:
     """A tiny random-weight `ShapesPipeline` for fast tests (same interface, ~50K parameters)."""
     pipe = build_shapes_pipeline(
         seed=seed,
@@ -266,6 +269,7 @@ def build_tiny_shapes_pipeline(seed: int = 0, beta_schedule: BetaSchedule = "sca
         attention_heads=2,
         norm_num_groups=4,
         beta_schedule=beta_schedule,
+        beta_end=beta_end,
     )
     pipe.register_to_config(default_num_inference_steps=4)
     return pipe
