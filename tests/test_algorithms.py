@@ -45,7 +45,7 @@ def rollouts(prior: NoiseARPrior, seed: int) -> RolloutBatch:
 
 def build(name: str, prior: NoiseARPrior, **overrides) -> Algorithm:
     """The algorithm with K rollouts a prompt; rollout algorithms train the prompt shift's maps
-    (DPO and REINFORCE with the KL weights measured for them) unless `overrides` say otherwise."""
+    (`shift_map_settings`: lr and KL weight measured for them) unless `overrides` say otherwise."""
     cls = get_algorithm(name)
     if cls.uses_rollouts:
         overrides = {"rollouts_per_prompt": K, **shift_map_settings(name), **overrides}  # the tiny priors have no fitted shift
