@@ -125,6 +125,19 @@ def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tm
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), prior.state_dict().values()))
 
 
+def test_a_runs_temperature_becomes_its_saved_priors_default(backend, golden_dir, tmp_path):
+    """A prior trained at --temperature T samples at T wherever it is loaded without one (the
+    shipped Shapes prior is saved this way, at the release's 0.5)."""
+    out = tmp_path / "run"
+    _, prior = run_training(backend, "nll", out, golden_dir, iterations=1, temperature=0.5)
+    assert prior.config.temperature == 0.5
+    saved = NoiseARPrior.from_pretrained(str(out / "prior"))
+    assert saved.sampling_temperature() == 0.5
+    cond = backend.encode(["a red circle on the left"] * 2).embeds
+    torch.testing.assert_close(saved.sample(cond, generator=torch.Generator().manual_seed(1)),
+                               saved.sample(cond, generator=torch.Generator().manual_seed(1), temperature=0.5))
+
+
 def test_rl_can_train_the_prompt_shift_alone(tmp_path):
     backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=2)
     run, algo = configs("reinforce", tmp_path / "run")

@@ -66,7 +66,8 @@ class RunConfig:
     """Classifier-free guidance of the backend (None: its default)."""
     temperature: float | None = None
     """The policy's sampling temperature (std multiplier) for rollouts, their log-probs and
-    evaluation. None: the prior's own (`config.temperature`: 1.0, or 0.5 for a released prior)."""
+    evaluation, and the saved prior's default (its `config.temperature`). None: the prior's own
+    (1.0, or 0.5 for a released prior, as the release samples)."""
     train_prompts: str | None = None
     """Training prompts, drawn at random: a prompt file (one a line, or .jsonl with a "prompt" field) or
     an embedded world's named split ("train", "eval"). None: the world's prompt generator."""
