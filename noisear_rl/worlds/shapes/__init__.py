@@ -50,7 +50,7 @@ WORLD = WorldInfo(
         "python -m noisear_rl.collect --prompts train --num-prompts None --noises-per-prompt 8 --golden selected "
         "--reward shapes --reward-threshold 0.999 --output-dir data/shapes_selected && "
         "python -m noisear_rl.train --algo nll --data data/shapes_selected --prior runs/shapes-nll/prior "
-        "--nll.trainable prompt-shift --nll.lr 3e-3 --nll.iterations 1000 --output-dir runs/shapes-nll-selected && "
+        "--nll.trainable prompt-shift --nll.lr 3e-3 --nll.iterations 1000 --temperature 0.5 --output-dir runs/shapes-nll-selected && "
         "cp -r runs/shapes-nll-selected/prior noisear_rl/worlds/shapes/prior"
     ),
     npnet=HERE / "npnet",

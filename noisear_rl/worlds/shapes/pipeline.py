@@ -28,8 +28,8 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 BetaSchedule = Literal["scaled_linear", "squaredcos_cap_v2"]
 """Noise schedules the world can be built with (diffusers' names): SD/SDXL's scaled-linear betas
-(terminal signal sqrt(alpha_bar) = 0.068; the shipped weights'), or the cosine schedule (zero
-terminal signal)."""
+(terminal signal sqrt(alpha_bar) = 0.068 with their last beta 0.012; the shipped weights use
+0.008, terminal signal 0.147), or the cosine schedule (zero terminal signal)."""
 
 
 def unet_prediction(unet: UNet2DConditionModel, latents: Tensor, timestep: int | Tensor, embeds: Tensor) -> Tensor:

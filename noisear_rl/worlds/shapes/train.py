@@ -79,7 +79,7 @@ class TrainConfig:
     which it is frozen while the UNet trains, as SD/SDXL freeze their pretrained text encoders."""
     cross_attention_levels: int = 1
     """UNet resolutions, from the lowest, with cross-attention to the text states."""
-    caption_swap: float = 0.6
+    caption_swap: float = 0.15
     """Share of two-object training images whose caption binds the attributes the other way
     (colours, shapes or sides swapped): noisy captions, the source of binding failures at
     guidance 1 that guidance then corrects (docs/shapes_world.md)."""
@@ -89,7 +89,7 @@ class TrainConfig:
     beta_schedule: BetaSchedule = "scaled_linear"
     """Noise schedule (`pipeline.BetaSchedule`): scaled-linear (SD/SDXL's, the shipped weights') or
     the cosine schedule (zero terminal signal)."""
-    beta_end: float = 0.012
+    beta_end: float = 0.008
     """The scaled-linear schedule's last beta (SD/SDXL's 0.012). Smaller leaves more of the image
     in x_T at the last timestep, so the model reads more of its noise as the layout: terminal
     sqrt(alpha_bar) 0.068 at 0.012, 0.147 at 0.008, 0.218 at 0.006."""
