@@ -129,8 +129,9 @@ class RolloutConfig(OptimConfig):
     shift's gain, whose useful range is 1 to several). Training the prompt shift's maps: 3e-3."""
     trainable: Literal["all", "prompt-shift", "shift-gain"] = "shift-gain"
     """"shift-gain" (the default): the gain of a prompt shift NLL has fitted, one number, which RL
-    learns from a few hundred rollouts (on the Shapes world the shipped prior's selected-noise shift,
-    lengthened by RL, gave the largest held-out gains measured, docs/results_v1_first_weights.md); "prompt-shift":
+    learns from a few hundred rollouts (on the Shapes world's first v1 weights the selected-noise
+    shift, lengthened by RL, gave the largest held-out gains measured,
+    docs/results_v1_first_weights.md); "prompt-shift":
     the shift's maps (12K parameters; what a prior without a fitted shift can train, with lr 3e-3);
     "all" (every parameter; use a far lower lr)."""
 

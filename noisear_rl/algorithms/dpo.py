@@ -103,9 +103,10 @@ class DPOConfig(RolloutConfig):
     default `trainable="shift-gain"` none is needed: both noises of a pair share their prompt's
     shift, so the margin is linear in the gain and the sigmoid loss has a finite optimum (a
     logistic regression on one number); a KL term there only holds the gain back (0.01 kept it
-    near 1.3, 0.001 near 2.2, docs/results_v1_first_weights.md). Training more than the gain needs one: the
-    sigmoid loss can raise a pair's margin by blowing variances up (an unregularised run with
-    every parameter training reached std 1e29 in four rounds): use 0.01."""
+    near 1.3, 0.001 near 2.2 on the first v1 weights, docs/results_v1_first_weights.md). Training
+    more than the gain needs one: the sigmoid loss can raise a pair's margin by blowing variances
+    up (an unregularised run with every parameter training reached std 1e29 in four rounds): use
+    0.01."""
 
     def check(self, prefix: str = "") -> None:
         """The rollout ranges and DPO's own (passes, minibatches, beta, term weights)."""

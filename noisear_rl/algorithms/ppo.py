@@ -40,7 +40,8 @@ class PPOConfig(RolloutConfig):
     none, no reference kept. Unlike a sample estimate it pulls back at any distance. With the
     default `trainable="shift-gain"` the clipped ratios are trust region enough, and any KL
     weight stops the gain short: 0.05 held it at 2.2 (+14.8 points of held-out success), 0.01 at
-    4.3 (+26.3), none let it reach 4.8 (+27.3; docs/results_v1_first_weights.md). The shift's maps were measured
+    4.3 (+26.3), none let it reach 4.8 (+27.3; on the first v1 weights,
+    docs/results_v1_first_weights.md). The shift's maps were measured
     with 0.05 (`trainable.SHIFT_MAP_KL`)."""
 
     def check(self, prefix: str = "") -> None:
@@ -98,7 +99,8 @@ class GRPOConfig(PPOConfig):
     kl_coef: float = 0.015
     """Weight of the closed-form KL(prior || frozen reference). Flow-GRPO's beta is 0.04; with
     the default policy here, one number (the fitted shift's gain), 0.04 held the gain at 2.5 and
-    0.015 let it reach 3.9, +25.8 points of held-out success against +16.4 (docs/results_v1_first_weights.md)."""
+    0.015 let it reach 3.9, +25.8 points of held-out success against +16.4 (on the first v1
+    weights, docs/results_v1_first_weights.md)."""
 
 
 @register_algorithm("grpo")
