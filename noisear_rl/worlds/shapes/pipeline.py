@@ -215,14 +215,15 @@ def build_shapes_pipeline(
     cross_attention_levels: int = 1,
     pooled_embedding: bool = True,
     beta_schedule: BetaSchedule = "scaled_linear",
-    beta_end: float = 0.012,
+    beta_end: float = 0.008,
 ) -> ShapesPipeline:
     """A freshly initialised (random-weight) pipeline; the training script starts from it.
 
     Cross-attention sits at the `cross_attention_levels` lowest resolutions (and the mid block):
     each level higher costs several times more CPU time per step. `pooled_embedding` adds the
     start token's state to the time embedding (SDXL's pooled text embedding). `beta_schedule`: see
-    `BetaSchedule`; `beta_end` is the scaled-linear schedule's last beta (SD/SDXL's 0.012).
+    `BetaSchedule`; `beta_end` is the scaled-linear schedule's last beta (the shipped weights'
+    0.008; SD/SDXL's 0.012).
     """
     torch.manual_seed(seed)
     text_encoder = ShapesTextEncoder(hidden_size=text_hidden_size, num_layers=text_layers, num_heads=attention_heads)
