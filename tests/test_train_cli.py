@@ -106,7 +106,7 @@ def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tm
         assert mean == pytest.approx(summary["heldout_after"][metric] - summary["heldout_before"][metric], abs=1e-9)
         assert low <= mean <= high
     printed = capsys.readouterr().out
-    assert "held-out (4 prompts x 2 noises) before" in printed
+    assert "held-out (4 prompts x 4 noises) before" in printed
     assert "held-out change, paired over the same prompts and noises: reward" in printed
 
     config = json.loads((out / "config.json").read_text())

@@ -77,11 +77,12 @@ class RunConfig:
     num_eval_prompts: int = 192
     """Held-out prompts scored before and after training, spread over the evaluation pool (the
     whole pool is removed from the training prompts, so any of it can be used to compare runs).
-    With 2 noises each (384 images), the paired 95% interval of a change in success is about
-    +-4 points on the Shapes world (64 x 1 gave +-11, too wide to show the main job's gain; 160 x 2
-    gave +-5.3); the main job then takes 10-13 minutes on 2 CPU cores."""
-    eval_noises_per_prompt: int = 2
-    """Noises sampled per held-out prompt."""
+    With 4 noises each (768 images), the paired 95% interval of a change in success is about
+    +-2.4 points on the Shapes world's shipped prior (2 noises: +-3.8, which held the main job's
+    +3.6-point gain short of excluding zero; 64 x 1 gave +-11)."""
+    eval_noises_per_prompt: int = 4
+    """Noises sampled per held-out prompt (before and after use the same standard normals, so the
+    change is paired)."""
     eval_every: int = 0
     """Also evaluate every N iterations (0: only before and after training)."""
     eval_seed: int = 12345
