@@ -130,9 +130,10 @@ def train(
         metrics.update(data_metrics)
         updates = _mean_across_processes(algorithm.update(batch), accelerator)
         metrics.update({f"train/{k}": v for k, v in updates.items()})
+        metrics.update({f"policy/{k}": v for k, v in algorithm.policy_metrics().items()})
         done = iteration + 1
         if run.eval_every and done % run.eval_every == 0 and done < algo_config.iterations:
-            heldout_now, episodes_now, images = evaluate_heldout(prior, venv, heldout, run, accelerator)
+            heldout_now, episodes_now, images = evaluate_heldout(prior, venv, heldout, learned(run, algorithm), accelerator)
             metrics.update({f"eval/{k}": v for k, v in heldout_now.items()})
             if folder is not None:
                 save_grid(folder, f"eval-{done:06d}", images, heldout, episodes_now, run.eval_noises_per_prompt)
@@ -151,6 +152,8 @@ def train(
     bar.close()
 
     # Final evaluation, artefacts and summary.
+    run = learned(run, algorithm)
+    prior.register_to_config(temperature=run.temperature)  # the saved prior samples as it was evaluated
     heldout_after, episodes_after, images = evaluate_heldout(prior, venv, heldout, run, accelerator)
     summary = {
         "algo": run.algo,
@@ -179,6 +182,11 @@ def train(
     venv.close()
     accelerator.wait_for_everyone()
     return summary
+
+
+def learned(run: RunConfig, algorithm: Algorithm) -> RunConfig:
+    """`run` with the policy's current temperature (learned, when the algorithm trains it)."""
+    return dataclasses.replace(run, temperature=algorithm.temperature)
 
 
 def _mean_across_processes(metrics: dict[str, float], accelerator: Any) -> dict[str, float]:

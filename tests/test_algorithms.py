@@ -346,21 +346,3 @@ def test_grpo_is_ppo_with_the_kl_term_on():
     torch.manual_seed(3)
     ppo.update(rollouts(priors[1], seed=0))
     assert all(torch.equal(a, b) for a, b in zip(priors[0].parameters(), priors[1].parameters()))
-
-
-@pytest.mark.parametrize("name", ["dpo", "ppo", "reinforce", "grpo"])
-def test_each_algorithms_default_settings_raise_the_reward(name):
-    """A learning curve with the defaults as shipped (only the batch shape and DPO's reward-scale
-    gap are the test's), from a prior whose fitted shift points the reward's way: the default
-    trains that shift's gain, and the reward (the noise's mean) climbs round after round."""
-    prior = fitted_shift_prior(0.1)
-    cls = get_algorithm(name)
-    # DPO's score gap is on the verifier's [0, 1] scale; this toy reward moves by ~0.01.
-    algorithm = cls(cls.config_class(rollouts_per_prompt=K, **({"score_gap": 0.0} if name == "dpo" else {})), prior)
-    assert algorithm.config.trainable == "shift-gain"
-    curve = [rollouts(prior, seed=999).rewards.mean().item()]
-    for iteration in range(4):
-        algorithm.update(rollouts(prior, seed=iteration))
-        curve.append(rollouts(prior, seed=999).rewards.mean().item())
-    assert curve[-1] - curve[0] > 0.02, curve  # under N(0, I) the mean over 32 noises of 768 elements has std ~0.006
-    assert curve[2] > curve[0] and curve[4] > curve[0], curve

@@ -17,7 +17,7 @@ An algorithm is a config dataclass and a class registered with `@register_algori
             advantages = batch.rewards - batch.rewards.mean()
 
             def loss(index: Tensor) -> Tensor:  # the mean loss over the rollouts at `index`
-                logp, _ = self.log_prob_and_params(self.prior, batch.noise[index], batch.cond[index])
+                logp, _ = self.episode_log_probs(batch, index)
                 return -(advantages[index] * logp).mean()
 
             metrics = self.fit_minibatches(len(batch), loss, self.config.minibatch_size, self.config.epochs)
@@ -38,18 +38,20 @@ import warnings
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from noisear_rl.algorithms.config import OptimConfig, RolloutConfig  # noqa: F401  (re-exported: algorithms subclass them from here)
 from noisear_rl.algorithms.context import FreshPrior, Round, TrainingContext, rollout_round
+from noisear_rl.algorithms.losses import kl_per_noise
 from noisear_rl.algorithms.trainable import frozen_copy, select_trainable
-from noisear_rl.checks import check_at_least, check_finite, check_positive, option_name
-from noisear_rl.envs.rollout import RolloutBatch
+from noisear_rl.checks import option_name
+from noisear_rl.envs.rollout import Episodes, RolloutBatch
 from noisear_rl.schedules import warmup_cosine
 from noisear_rl.pipelines.base import Condition
+from noisear_rl.prior.knobs import SamplingKnobs
 from noisear_rl.prior.model import NoiseARPrior
 from noisear_rl.registry import Registry
 
@@ -78,69 +80,6 @@ def get_algorithm(name: str) -> type[Algorithm]:
 def list_algorithms() -> list[str]:
     """Names of the built-in (every module of this package), registered and entry-point algorithms."""
     return ALGORITHMS.names()
-
-
-@dataclass
-class OptimConfig:
-    """Optimisation settings every algorithm has."""
-
-    iterations: int = 100
-    """Calls to `update`: rounds of collect-then-update for rollout algorithms, optimizer steps for nll."""
-    lr: float = 1e-5
-    """Adam learning rate (peak, after warm-up)."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW); 0 is plain Adam."""
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    """Learning-rate decay over the iterations after warm-up."""
-    warmup_iterations: int = 0
-    """Iterations of linear learning-rate warm-up."""
-    max_grad_norm: float = 1.0
-    """Gradients are clipped to this global L2 norm (inf: no clipping)."""
-    trainable: Literal["all", "prompt-shift", "shift-gain"] = "all"
-    """Parameters the update changes: "all"; only the prior's prompt shift, a per-patch mean term
-    read from the prompt alone, which cannot fit the earlier patches of each rollout (a prior
-    without one gets a zero, patch-resolution one: `NoiseARPrior.add_prompt_shift`); or only that
-    shift's gain, one number: how far to go along a shift NLL has already fitted."""
-
-    def check(self, prefix: str = "") -> None:
-        """Raises a ValueError naming the first option (as `{prefix}name`) outside its range.
-
-        Subclasses extend it with their own options (calling `super().check(prefix)`).
-        """
-        check_at_least(self, 1, ("iterations",), prefix)
-        check_at_least(self, 0, ("warmup_iterations",), prefix)
-        check_positive(self, ("lr",), prefix)
-        check_positive(self, ("max_grad_norm",), prefix, allow_inf=True)
-        check_finite(self, ("weight_decay",), prefix, minimum=0.0)
-
-
-@dataclass
-class RolloutConfig(OptimConfig):
-    """Settings of algorithms that learn from rollouts of the prior in the environment."""
-
-    iterations: int = 6
-    """Rounds of collect-then-update."""
-    prompts_per_iteration: int = 32
-    """Training prompts per round (split across processes)."""
-    rollouts_per_prompt: int = 8
-    """K rollouts per prompt, compared with each other (best-vs-worst pairs, per-prompt baselines; K >= 2)."""
-    lr: float = 2e-2
-    """Adam learning rate (peak, after warm-up); high, because by default one number trains (the
-    shift's gain, whose useful range is 1 to several). Training the prompt shift's maps: 3e-3."""
-    trainable: Literal["all", "prompt-shift", "shift-gain"] = "shift-gain"
-    """"shift-gain" (the default): the gain of a prompt shift NLL has fitted, one number, which RL
-    learns from a few hundred rollouts (on the Shapes world's first v1 weights the selected-noise
-    shift, lengthened by RL, gave the largest held-out gains measured,
-    docs/results_v1_first_weights.md); "prompt-shift":
-    the shift's maps (12K parameters; what a prior without a fitted shift can train, with lr 3e-3);
-    "all" (every parameter; use a far lower lr)."""
-
-    def check(self, prefix: str = "") -> None:
-        """The base ranges, at least one prompt per round and K >= 2 rollouts of each (pairs,
-        per-prompt baselines and advantages compare a prompt's rollouts with each other)."""
-        super().check(prefix)
-        check_at_least(self, 1, ("prompts_per_iteration",), prefix)
-        check_at_least(self, 2, ("rollouts_per_prompt",), prefix)
 
 
 class Algorithm(ABC):
@@ -177,10 +116,16 @@ class Algorithm(ABC):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.prior = prior
-        self.temperature = temperature
+        self._temperature = temperature
         self.accelerator = accelerator
         trainable = select_trainable(prior, config.trainable)  # may add a zero prompt shift: before the copy
+        self.knobs = None
+        if config.trainable == "gain-temperature":
+            self.knobs = SamplingKnobs(prior, temperature, config.gain_exploration, config.temperature_exploration)
+            trainable.append(self.knobs.log_temperature)
+        self.trained_parameters: list[torch.nn.Parameter] = trainable
         self.reference = frozen_copy(prior) if self.uses_reference(config) else None
+        self.reference_knobs = None if self.knobs is None else self.knobs.mean().detach().clone()
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
@@ -222,6 +167,12 @@ class Algorithm(ABC):
         return self.accelerator.process_index, self.accelerator.num_processes
 
     # --------------------------------------------------------------------------------- helpers
+    @property
+    def temperature(self) -> float:
+        """The policy's sampling temperature: fixed, or with `trainable="gain-temperature"` the
+        knobs' current one."""
+        return self._temperature if self.knobs is None else self.knobs.temperature
+
     def log_prob_and_params(
         self, model: NoiseARPrior, noise: Tensor, cond: Condition, per_patch: bool = False
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -230,6 +181,58 @@ class Algorithm(ABC):
         mean, logvar = model.patch_params(noise, cond.embeds)
         logp = model.patch_log_prob(noise, mean, logvar, self.temperature)
         return (logp if per_patch else logp.sum(-1)), (mean, logvar)
+
+    def policy_metrics(self) -> dict[str, float]:
+        """The policy's sampling temperature and, for a prior with a prompt shift, its gain (what
+        the default RL settings train), to log every iteration."""
+        metrics = {"temperature": self.temperature}
+        if self.prior.prompt_shift is not None:
+            metrics["shift_gain"] = float(self.prior.prompt_shift.gain.detach())
+        return metrics
+
+    # Episodes' log-probs and the KL to the reference, through the patches or (knobs) the draws.
+    def episode_log_probs(self, batch: RolloutBatch | Episodes, index: Tensor, per_patch: bool = False) -> tuple[Tensor, Any]:
+        """The current policy's log-probs of the episodes at `index` ([B], or [B, T] per patch), and
+        what `kl_to_reference` needs of them. With knobs: the log-density of each episode's draw
+        ([B], or [B, 1]): the patches' density given the draw does not depend on what trains."""
+        if self.knobs is not None:
+            logp = self.knobs.log_prob(knob_draws(batch)[index])
+            return (logp[:, None] if per_patch else logp), None
+        return self.log_prob_and_params(self.prior, batch.noise[index], batch.cond[index], per_patch)
+
+    def sampling_log_probs(self, batch: RolloutBatch, per_patch: bool = False) -> Tensor:
+        """The log-probs of every episode under the policy that sampled it (the current one, before
+        this update's first step), detached; shaped as `episode_log_probs`'."""
+        if self.knobs is not None:
+            with torch.no_grad():
+                logp = self.knobs.log_prob(knob_draws(batch))
+            return logp[:, None] if per_patch else logp
+        return (batch.log_probs if per_patch else batch.log_probs.sum(1)).detach()
+
+    def reference_log_probs(self, batch: RolloutBatch | Episodes) -> Tensor:
+        """[B] the frozen reference's log-probs of every episode (with knobs: of its draw under
+        the search distribution's starting mean)."""
+        with torch.no_grad():
+            if self.knobs is not None:
+                return self.knobs.log_prob(knob_draws(batch), mean=self.reference_knobs)
+            return self.log_prob_and_params(self.reference, batch.noise, batch.cond)[0]
+
+    def reference_params(self, batch: RolloutBatch | Episodes) -> Any:
+        """What `kl_to_reference` needs of the frozen reference for the whole batch (its teacher-
+        forced patch Gaussians; None with knobs, whose reference is their starting mean)."""
+        if self.knobs is not None or self.reference is None:
+            return None
+        with torch.no_grad():
+            return self.reference.patch_params(batch.noise, batch.cond.embeds)
+
+    def kl_to_reference(self, params: Any, reference_params: Any, index: Tensor) -> Tensor:
+        """[B] closed-form KL(policy || reference) of the episodes at `index`, summed over the
+        noise: of their patch Gaussians, or with knobs of the search distributions (the same for
+        every episode)."""
+        if self.knobs is not None:
+            return self.knobs.kl_to(self.reference_knobs).expand(len(index))
+        ref_mean, ref_logvar = reference_params
+        return kl_per_noise(params, (ref_mean[index], ref_logvar[index]), self.temperature)
 
     def minibatches(self, num_items: int, minibatch_size: int) -> list[Tensor]:
         """Shuffled index chunks of `num_items` local items (torch's global RNG, which the training
@@ -289,7 +292,7 @@ class Algorithm(ABC):
         if total == 0:
             return None
         self._average_gradients_across_processes(num_items / total)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.config.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters, self.config.max_grad_norm)
         self.optimizer.step()
         return float(grad_norm)
 
@@ -311,7 +314,7 @@ class Algorithm(ABC):
         """Replaces each gradient by the sum over processes of `weight` x its local value."""
         if self.accelerator is None or self.accelerator.num_processes == 1:
             return
-        params = [p for p in self.prior.parameters() if p.requires_grad]
+        params = self.trained_parameters
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]) * weight, reduction="sum")
         offset = 0
@@ -331,6 +334,8 @@ class Algorithm(ABC):
         state: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         if self.reference is not None:
             state["reference"] = self.reference.state_dict()
+        if self.knobs is not None:
+            state["knobs"] = {**self.knobs.state_dict(), "reference_mean": self.reference_knobs}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -341,6 +346,11 @@ class Algorithm(ABC):
             if "reference" not in state:
                 raise KeyError("the checkpoint holds no reference prior, but this algorithm config needs one")
             self.reference.load_state_dict(state["reference"])
+        if self.knobs is not None:
+            if "knobs" not in state:
+                raise KeyError("the checkpoint holds no sampling knobs, but this config trains them (gain-temperature)")
+            self.knobs.load_state_dict(state["knobs"])
+            self.reference_knobs = state["knobs"]["reference_mean"].to(self.reference_knobs.device)
 
 
 class MetricMeans:
@@ -356,6 +366,15 @@ class MetricMeans:
 
     def means(self) -> dict[str, float]:
         return {key: sum(values) / len(values) for key, values in self._values.items()}
+
+
+def knob_draws(batch: RolloutBatch | Episodes) -> Tensor:
+    """The episodes' knob draws [N, 2]; a ValueError naming the fix when they were not drawn."""
+    if batch.knobs is None:
+        raise ValueError("these rollouts carry no knob draws, but the algorithm trains the sampling knobs "
+                         "(trainable='gain-temperature'): collect them with NoiseARPolicy(prior, knobs=algorithm.knobs), "
+                         "as the training loop's rounds do, or pick another trainable")
+    return batch.knobs
 
 
 def check_rollouts(batch: RolloutBatch, group_size: int) -> None:

@@ -63,7 +63,8 @@ class FreshPrior(NamedTuple):
 def rollout_round(algorithm: Any, context: TrainingContext) -> Round:
     """The rounds of a rollout algorithm (the default `Algorithm.round_data`): each iteration,
     `config.prompts_per_iteration` training prompts, this process's share of them, and
-    `config.rollouts_per_prompt` contiguous episodes of each by the current prior, its noises and
+    `config.rollouts_per_prompt` contiguous episodes of each by the current prior (with its
+    `algorithm.knobs` when it trains them: each episode draws its own gain and temperature), its noises and
     the env's draws seeded by (seed, iteration, rank): a `RolloutBatch`, and the rollouts' mean
     reward and reward details over all processes ("rollout/reward", ...)."""
     config, prior, (rank, processes) = algorithm.config, algorithm.prior, algorithm.process_info()
@@ -74,7 +75,8 @@ def rollout_round(algorithm: Any, context: TrainingContext) -> Round:
         context.venv.unwrapped.np_random = np.random.default_rng(derive_seed(context.seed, iteration, rank, 2))
         generator = torch.Generator(device=prior.device).manual_seed(derive_seed(context.seed, iteration, rank, 1))
         prior.eval()
-        batch = collect_rollouts(context.venv, NoiseARPolicy(prior, algorithm.temperature), episodes, generator=generator)
+        policy = NoiseARPolicy(prior, algorithm.temperature, knobs=algorithm.knobs)
+        batch = collect_rollouts(context.venv, policy, episodes, generator=generator)
         return to_device(batch, prior.device), rollout_metrics(batch, algorithm.accelerator)
 
     return rollouts

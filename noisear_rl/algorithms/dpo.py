@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 
 from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
-from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss, kl_per_noise
+from noisear_rl.algorithms.losses import best_worst_pairs, dpo_loss
 from noisear_rl.checks import check_at_least, check_finite, check_positive, option_name
-from noisear_rl.envs.rollout import RolloutBatch
+from noisear_rl.envs.rollout import Episodes, RolloutBatch
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.model import NoiseARPrior
 
@@ -102,7 +102,8 @@ class DPOConfig(RolloutConfig):
     (summed over the noise, like the log-probs); 0 (the default) turns the term off. With the
     default `trainable="shift-gain"` none is needed: both noises of a pair share their prompt's
     shift, so the margin is linear in the gain and the sigmoid loss has a finite optimum (a
-    logistic regression on one number); a KL term there only holds the gain back (0.01 kept it
+    logistic regression on one number; with "gain-temperature" likewise on the two knobs, whose
+    stds are fixed); a KL term there only holds the gain back (0.01 kept it
     near 1.3, 0.001 near 2.2 on the first v1 weights, docs/results_v1_first_weights.md). Training
     more than the gain needs one: the sigmoid loss can raise a pair's margin by blowing variances
     up (an unregularised run with every parameter training reached std 1e29 in four rounds): use
@@ -118,6 +119,9 @@ class DPOConfig(RolloutConfig):
         check_positive(self, ("beta",), prefix)
         check_finite(self, ("kl_coef", "recon_weight"), prefix, minimum=0.0)
         check_finite(self, ("score_gap",), prefix)
+        if self.objective == "simple-nll" and self.trainable == "gain-temperature":
+            raise ValueError(f"{option_name('objective', prefix)} simple-nll fits the preferred noises' density, which the "
+                             f"sampling knobs do not change: pass {option_name('trainable', prefix)} shift-gain or all")
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -130,28 +134,38 @@ class DPOConfig(RolloutConfig):
 
 @dataclass(frozen=True)
 class PreferencePairs:
-    """Preferred and rejected noises [P, C, H, W] of P pairs, and the condition the prior read
-    for each (`Condition.embeds` only: all the prior needs)."""
+    """Preferred and rejected noises [P, C, H, W] of P pairs, the condition the prior read for
+    each (`Condition.embeds` only: all the prior needs), and with sampling knobs the two
+    episodes' draws [P, 2]."""
 
     chosen: Tensor
     rejected: Tensor
     cond: Condition
+    chosen_knobs: Tensor | None = None
+    rejected_knobs: Tensor | None = None
 
     def __len__(self) -> int:
         return self.chosen.shape[0]
 
+    def _map(self, fn: Any) -> PreferencePairs:
+        knobs = [None if k is None else fn(k) for k in (self.chosen_knobs, self.rejected_knobs)]
+        return PreferencePairs(fn(self.chosen), fn(self.rejected), fn(self.cond), *knobs)
+
     def __getitem__(self, index: Tensor | slice) -> PreferencePairs:
-        return PreferencePairs(self.chosen[index], self.rejected[index], self.cond[index])
+        return self._map(lambda x: x[index])
 
     def to(self, device: torch.device | str) -> PreferencePairs:
-        return PreferencePairs(self.chosen.to(device), self.rejected.to(device), self.cond.to(device))
+        return self._map(lambda x: x.to(device))
 
     @staticmethod
     def cat(parts: list[PreferencePairs]) -> PreferencePairs:
+        knobs = parts[0].chosen_knobs is not None
         return PreferencePairs(
             torch.cat([p.chosen for p in parts]),
             torch.cat([p.rejected for p in parts]),
             Condition.cat([p.cond for p in parts]),
+            torch.cat([p.chosen_knobs for p in parts]) if knobs else None,  # type: ignore[misc]
+            torch.cat([p.rejected_knobs for p in parts]) if knobs else None,  # type: ignore[misc]
         )
 
 
@@ -172,7 +186,7 @@ class DPO(Algorithm):
         self, config: DPOConfig, prior: NoiseARPrior, temperature: float = 1.0, accelerator: Any | None = None
     ) -> None:
         super().__init__(config, prior, temperature, accelerator)
-        if config.objective == "dpo" and config.trainable != "shift-gain" and config.kl_coef == 0:
+        if config.objective == "dpo" and config.trainable not in ("shift-gain", "gain-temperature") and config.kl_coef == 0:
             warnings.warn(f"DPO with trainable={config.trainable!r} and kl_coef=0 has no trust region (the sigmoid loss "
                           "can blow variances up); pass --dpo.kl-coef 0.01", stacklevel=2)
         self.pending: list[PreferencePairs] = []
@@ -191,7 +205,9 @@ class DPO(Algorithm):
         chosen, rejected = best_worst_pairs(
             batch.rewards, config.rollouts_per_prompt, config.score_gap, config.pairs_per_prompt
         )
-        pairs = PreferencePairs(batch.noise[chosen], batch.noise[rejected], Condition(batch.cond.embeds[chosen]))
+        knobs = batch.knobs
+        pairs = PreferencePairs(batch.noise[chosen], batch.noise[rejected], Condition(batch.cond.embeds[chosen]),
+                                None if knobs is None else knobs[chosen], None if knobs is None else knobs[rejected])
         gaps = batch.rewards.reshape(-1, config.rollouts_per_prompt)
         round_metrics = {
             "pairs": float(len(pairs)),
@@ -222,24 +238,22 @@ class DPO(Algorithm):
         noise_c, noise_r, cond = pairs.chosen, pairs.rejected, pairs.cond
 
         # The reference's log-probs and patch Gaussians (for the KL term) are fixed for the update.
+        # With knobs, the pair's two episodes are scored by the density of their draws.
+        chosen, rejected = Episodes(noise_c, cond, pairs.chosen_knobs), Episodes(noise_r, cond, pairs.rejected_knobs)
         if self.reference is not None and len(pairs):
-            with torch.no_grad():
-                ref_c, ref_params_c = self.log_prob_and_params(self.reference, noise_c, cond)
-                ref_r, ref_params_r = self.log_prob_and_params(self.reference, noise_r, cond)
+            ref_c, ref_r = self.reference_log_probs(chosen), self.reference_log_probs(rejected)
+            ref_params_c, ref_params_r = self.reference_params(chosen), self.reference_params(rejected)
 
         def loss_fn(idx: Tensor) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
             if config.objective != "dpo":
                 return self.prior.nll_loss(noise_c[idx], cond[idx].embeds, recon_weight=config.recon_weight)
-            logp_c, params_c = self.log_prob_and_params(self.prior, noise_c[idx], cond[idx])
-            logp_r, params_r = self.log_prob_and_params(self.prior, noise_r[idx], cond[idx])
+            logp_c, params_c = self.episode_log_probs(chosen, idx)
+            logp_r, params_r = self.episode_log_probs(rejected, idx)
             terms = dpo_loss(logp_c, logp_r, ref_c[idx], ref_r[idx], config.beta)
             metrics = {"reward_margin": terms.reward_margin, "accuracy": terms.accuracy,
                        "chosen_reward": terms.chosen_reward, "rejected_reward": terms.rejected_reward}
             if config.kl_coef > 0:
-                kl = 0.5 * (
-                    kl_per_noise(params_c, (ref_params_c[0][idx], ref_params_c[1][idx]), self.temperature)
-                    + kl_per_noise(params_r, (ref_params_r[0][idx], ref_params_r[1][idx]), self.temperature)
-                ).mean()
+                kl = 0.5 * (self.kl_to_reference(params_c, ref_params_c, idx) + self.kl_to_reference(params_r, ref_params_r, idx)).mean()
                 return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
             return terms.loss, metrics
 
@@ -265,6 +279,7 @@ class DPO(Algorithm):
                 "rounds_collected": self.rounds_collected,
                 "pairs": None if pending is None else {
                     "chosen": pending.chosen, "rejected": pending.rejected, "embeds": pending.cond.embeds,
+                    "chosen_knobs": pending.chosen_knobs, "rejected_knobs": pending.rejected_knobs,
                 },
             }
         return state
@@ -279,5 +294,6 @@ class DPO(Algorithm):
             self.rounds_collected = int(offline["rounds_collected"])
             saved = offline["pairs"]
             self.pending = [] if saved is None else [
-                PreferencePairs(saved["chosen"], saved["rejected"], Condition(saved["embeds"]))
+                PreferencePairs(saved["chosen"], saved["rejected"], Condition(saved["embeds"]),
+                                saved.get("chosen_knobs"), saved.get("rejected_knobs"))
             ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
-from noisear_rl.algorithms.losses import kl_per_noise, per_prompt_normalize, ppo_clip_loss
+from noisear_rl.algorithms.losses import per_prompt_normalize, ppo_clip_loss
 from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.envs.rollout import RolloutBatch
 
@@ -37,12 +37,12 @@ class PPOConfig(RolloutConfig):
     kl_coef: float = 0.0
     """Weight of the closed-form KL(prior || frozen reference) of the rollouts' patch Gaussians,
     per ratio like the surrogate (per patch with `per_patch`, else per noise); 0 (the default):
-    none, no reference kept. Unlike a sample estimate it pulls back at any distance. With the
-    default `trainable="shift-gain"` the clipped ratios are trust region enough, and any KL
-    weight stops the gain short: 0.05 held it at 2.2 (+14.8 points of held-out success), 0.01 at
-    4.3 (+26.3), none let it reach 4.8 (+27.3; on the first v1 weights,
-    docs/results_v1_first_weights.md). The shift's maps were measured
-    with 0.05 (`trainable.SHIFT_MAP_KL`)."""
+    none, no reference kept. Unlike a sample estimate it pulls back at any distance (with the
+    default knobs, the KL between the search distributions). For the gain the clipped ratios are
+    trust region enough, and any KL weight stops it short: 0.05 held it at 2.2 (+14.8 points of
+    held-out success), 0.01 at 4.3 (+26.3), none let it reach 4.8 (+27.3; on the first v1
+    weights with `trainable="shift-gain"`, docs/results_v1_first_weights.md). The shift's maps
+    were measured with 0.05 (`trainable.SHIFT_MAP_KL`)."""
 
     def check(self, prefix: str = "") -> None:
         """The rollout ranges and PPO's own (passes, minibatches, clipping, KL weight)."""
@@ -70,20 +70,18 @@ class PPO(Algorithm):
 
         # 1. Advantages: rewards z-scored within each prompt's rollouts (DDPO), clipped.
         advantages = per_prompt_normalize(batch.rewards, batch.prompts).clamp(-config.advantage_clip, config.advantage_clip)
-        old_logp = (batch.log_probs if config.per_patch else batch.log_probs.sum(1)).detach()
-        if self.reference is not None:
-            with torch.no_grad():
-                ref_mean, ref_logvar = self.reference.patch_params(batch.noise, batch.cond.embeds)
-        ratios_per_noise = self.prior.num_patches if config.per_patch else 1
+        old_logp = self.sampling_log_probs(batch, config.per_patch)
+        ref_params = self.reference_params(batch)
+        ratios_per_noise = old_logp.shape[1] if config.per_patch else 1
 
         # 2. Epochs of minibatch steps on the clipped surrogate (+ KL to the reference).
         def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            new_logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx], per_patch=config.per_patch)
+            new_logp, params = self.episode_log_probs(batch, idx, per_patch=config.per_patch)
             terms = ppo_clip_loss(new_logp, old_logp[idx], advantages[idx], config.clip_range)
             metrics = {"policy_loss": terms.loss, "clip_fraction": terms.clip_fraction, "approx_kl": terms.approx_kl,
                        "ratio": terms.ratio_mean}
             if self.reference is not None:
-                kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean() / ratios_per_noise
+                kl = self.kl_to_reference(params, ref_params, idx).mean() / ratios_per_noise
                 return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
             return terms.loss, metrics
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from noisear_rl.algorithms.base import Algorithm, RolloutConfig, check_rollouts, register_algorithm
-from noisear_rl.algorithms.losses import kl_per_noise, leave_one_out_advantages, reinforce_loss
+from noisear_rl.algorithms.losses import leave_one_out_advantages, reinforce_loss
 from noisear_rl.checks import check_at_least, check_finite
 from noisear_rl.envs.rollout import RolloutBatch
 
@@ -75,18 +75,16 @@ class Reinforce(Algorithm):
             advantages = advantages / (advantages.std(unbiased=False) + 1e-6)
 
         # 2. The reference's patch Gaussians (for the KL term) are fixed for the batch.
-        if self.reference is not None:
-            with torch.no_grad():
-                ref_mean, ref_logvar = self.reference.patch_params(batch.noise, batch.cond.embeds)
+        ref_params = self.reference_params(batch)
 
         # 3. Passes over the batch: a gradient step per minibatch of whole-noise log-probs
         #    (+ the KL to the reference).
         def loss_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            logp, params = self.log_prob_and_params(self.prior, batch.noise[idx], batch.cond[idx])
+            logp, params = self.episode_log_probs(batch, idx)
             terms = reinforce_loss(logp, advantages[idx])
             metrics = {"policy_loss": terms.loss, "logp": logp.mean()}
             if self.reference is not None:
-                kl = kl_per_noise(params, (ref_mean[idx], ref_logvar[idx]), self.temperature).mean()
+                kl = self.kl_to_reference(params, ref_params, idx).mean()
                 return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
             return terms.loss, metrics
 

@@ -25,8 +25,9 @@ def shift_map_settings(algo: str) -> dict[str, Any]:
 
 def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Parameter]:
     """Turns gradients on for the parameters `trainable` names ("all"; "prompt-shift": the shift's
-    maps, not its gain; "shift-gain": the gain alone) and off for the others; returns the
-    trainable ones. For "prompt-shift", a prior without a prompt shift gets a zero one first.
+    maps, not its gain; "shift-gain": the gain alone; "gain-temperature": the gain, the prior's
+    part of `SamplingKnobs`) and off for the others; returns the trainable ones. For
+    "prompt-shift", a prior without a prompt shift gets a zero one first.
 
     Raises:
         ValueError: An unknown name, or "shift-gain" for a prior whose prompt shift is absent or
@@ -35,20 +36,20 @@ def select_trainable(prior: NoiseARPrior, trainable: str) -> list[torch.nn.Param
     if trainable == "all":
         prior.requires_grad_(True)
         return list(prior.parameters())
-    if trainable not in ("prompt-shift", "shift-gain"):
-        raise ValueError(f"trainable must be 'all', 'prompt-shift' or 'shift-gain', got {trainable!r}")
-    if trainable == "shift-gain" and not has_fitted_shift(prior):
+    if trainable not in ("prompt-shift", "shift-gain", "gain-temperature"):
+        raise ValueError(f"trainable must be 'all', 'prompt-shift', 'shift-gain' or 'gain-temperature', got {trainable!r}")
+    if trainable in ("shift-gain", "gain-temperature") and not has_fitted_shift(prior):
         lr = f"{SHIFT_MAP_LR:.0e}".replace("e-0", "e-")  # 3e-3, as a user types it
         flags = [f"--{algo}.kl-coef {weight}" for algo, weight in SHIFT_MAP_KL.items()]
         kl = f"{', '.join(flags[:-1])} or {flags[-1]}"
-        raise ValueError("trainable 'shift-gain' (the default) needs a prior whose prompt shift has been fitted "
+        raise ValueError(f"trainable {trainable!r} needs a prior whose prompt shift has been fitted "
                          "(the Shapes world's shipped prior, or one from --algo nll --nll.trainable prompt-shift); "
                          f"to train a shift from zero instead pass --ALGO.trainable prompt-shift --ALGO.lr {lr} with its KL weight ({kl})")
     if prior.prompt_shift is None:
         prior.add_prompt_shift()
     prior.requires_grad_(False)
     gain = prior.prompt_shift.gain
-    if trainable == "shift-gain":
+    if trainable in ("shift-gain", "gain-temperature"):
         gain.requires_grad_(True)
         return [gain]
     prior.prompt_shift.requires_grad_(True)

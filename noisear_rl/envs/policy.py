@@ -10,6 +10,7 @@ from torch import Tensor
 
 from noisear_rl.prior.gaussian import sample_gaussian
 from noisear_rl.prior.decoding import DecodeState
+from noisear_rl.prior.knobs import SamplingKnobs, episode_knobs
 from noisear_rl.prior.model import NoiseARPrior
 
 
@@ -22,14 +23,22 @@ class NoiseARPolicy:
     generator in the same order as `prior.sample`, an episode gives the same noise and log-prob as
     `prior.sample(cond, generator=g, temperature=t, return_log_prob=True)`.
 
+    With `knobs`, each episode first draws its own shift gain and temperature from them (the
+    draw comes first from the generator, then the patches' normals); `episode_knobs` holds the
+    current episodes' draws [N, 2] until the next reset.
+
     Args:
         prior: The prior; its patch size and latent shape must match the environment's.
-        temperature: Multiplies every predicted std.
+        temperature: Multiplies every predicted std (ignored with `knobs`).
+        knobs: Draw each episode's (gain, temperature) from this search distribution.
     """
 
-    def __init__(self, prior: NoiseARPrior, temperature: float = 1.0) -> None:
+    def __init__(self, prior: NoiseARPrior, temperature: float = 1.0, knobs: SamplingKnobs | None = None) -> None:
         self.prior = prior
         self.temperature = temperature
+        self.knobs = knobs
+        self.episode_knobs: Tensor | None = None
+        self._temperature: float | Tensor = temperature
         self._state: DecodeState | None = None
 
     @property
@@ -56,7 +65,12 @@ class NoiseARPolicy:
         single = len(obs["cond"].shape) == 2
         if num_done == 0:  # the condition moves to the device once per episode, not at every step
             cond = self._as_tensor(obs["cond"]).float()
-            self._state = self.prior.start((cond[None] if single else cond).to(self.prior.dtype))
+            cond = (cond[None] if single else cond).to(self.prior.dtype)
+            gain = None
+            if self.knobs is not None:
+                self.episode_knobs = self.knobs.draw(cond.shape[0], generator)
+                gain, self._temperature = episode_knobs(self.episode_knobs)
+            self._state = self.prior.start(cond, shift_gain=gain)
         else:
             batch_size = 1 if single else obs["cond"].shape[0]
             if self._state is None or self._state.num_done != num_done - 1 or self._state.batch_size != batch_size:
@@ -68,5 +82,5 @@ class NoiseARPolicy:
             newest = self._as_tensor(obs["patches"][..., num_done - 1, :]).float()
             self._state = self.prior.advance(self._state, newest[None] if single else newest)
         assert self._state.mean is not None and self._state.logvar is not None
-        action, log_prob = sample_gaussian(self._state.mean, self._state.logvar, generator, self.temperature)
+        action, log_prob = sample_gaussian(self._state.mean, self._state.logvar, generator, self._temperature)
         return (action[0], log_prob[0]) if single else (action, log_prob)

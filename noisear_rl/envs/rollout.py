@@ -13,6 +13,17 @@ from noisear_rl.envs.policy import NoiseARPolicy
 from noisear_rl.pipelines.base import Condition
 
 
+@dataclass(frozen=True)
+class Episodes:
+    """What an update scores episodes by: their noises [N, C, H, W], the conditions the prior read
+    and, when the policy drew them, their sampling knobs [N, 2] (a `RolloutBatch` has the same
+    three fields; DPO makes these of a pair's two sides)."""
+
+    noise: Tensor
+    cond: Condition
+    knobs: Tensor | None = None
+
+
 @dataclass
 class RolloutBatch:
     """N finished episodes (one per row).
@@ -25,6 +36,8 @@ class RolloutBatch:
         rewards: [N] the final (composite) rewards.
         details: Per-episode reward details and components, each [N] (e.g. "success").
         images: [N, 3, H, W] images in [0, 1], when the env was asked to return them.
+        knobs: [N, 2] each episode's drawn (shift gain, log temperature), when the policy drew
+            them (`NoiseARPolicy(knobs=...)`; `log_probs` are then at each episode's temperature).
     """
 
     prompts: list[str]
@@ -34,6 +47,7 @@ class RolloutBatch:
     rewards: Tensor
     details: dict[str, Tensor] = field(default_factory=dict)
     images: Tensor | None = None
+    knobs: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -42,7 +56,7 @@ class RolloutBatch:
     def cat(batches: list[RolloutBatch]) -> RolloutBatch:
         """Concatenates batches along the episode dimension."""
         keys = batches[0].details.keys()
-        images = [b.images for b in batches]
+        images, knobs = [b.images for b in batches], [b.knobs for b in batches]
         return RolloutBatch(
             prompts=[p for b in batches for p in b.prompts],
             cond=Condition.cat([b.cond for b in batches]),
@@ -51,6 +65,7 @@ class RolloutBatch:
             rewards=torch.cat([b.rewards for b in batches]),
             details={k: torch.cat([b.details[k] for b in batches]) for k in keys},
             images=None if any(i is None for i in images) else torch.cat(images),  # type: ignore[arg-type]
+            knobs=None if any(k is None for k in knobs) else torch.cat(knobs),  # type: ignore[arg-type]
         )
 
 
@@ -104,6 +119,7 @@ def collect_rollouts(
                 rewards=torch.from_numpy(rewards[:keep]).float(),
                 details=ended,
                 images=images,
+                knobs=None if policy.episode_knobs is None else policy.episode_knobs[:keep].cpu(),
             )
         )
     return RolloutBatch.cat(batches)

@@ -47,10 +47,14 @@ class IncrementalDecoding:
     encoding (`_check_cond`, `_encode_cond`), its token and layer passes (`_start_tokens`,
     `_tokens`, `_run`), its shapes and its default temperature."""
 
-    def start(self: NoiseARPrior, cond: Tensor, cond_mask: Tensor | None = None) -> DecodeState:
-        """Begins decoding: encodes the condition once and predicts the first patch's Gaussian."""
+    def start(self: NoiseARPrior, cond: Tensor, cond_mask: Tensor | None = None, shift_gain: Tensor | None = None) -> DecodeState:
+        """Begins decoding: encodes the condition once and predicts the first patch's Gaussian.
+        `shift_gain` [B]: each row's prompt-shift gain instead of the prior's own (a prior with a
+        prompt shift only; an episode's drawn knobs, `SamplingKnobs`)."""
         self._check_cond(cond, cond_mask)
-        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask)
+        if shift_gain is not None and (self.prompt_shift is None or shift_gain.shape != (cond.shape[0],)):
+            raise ValueError(f"shift_gain must be [{cond.shape[0]}] for a prior with a prompt shift")
+        cross_kv, mask, mean_shift = self._encode_cond(cond, cond_mask, shift_gain)
         mean, logvar, self_kv = self._run(self._start_tokens(cond.shape[0]), cross_kv, mask, None)
         return DecodeState(cross_kv, mask, self_kv, 0, shifted_mean(mean[:, -1], mean_shift, 0), logvar[:, -1], mean_shift)
 

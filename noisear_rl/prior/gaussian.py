@@ -12,8 +12,13 @@ LOGVAR_MAX = 10.0
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def tempered_logvar(logvar: Tensor, temperature: float) -> Tensor:
-    """Log-variance after clamping to [-20, 10] and scaling the std by `temperature`."""
+def tempered_logvar(logvar: Tensor, temperature: float | Tensor) -> Tensor:
+    """Log-variance after clamping to [-20, 10] and scaling the std by `temperature` (a number, or
+    a tensor that broadcasts against `logvar`, e.g. [B, 1] for one temperature per row)."""
+    if isinstance(temperature, Tensor):
+        if not bool((temperature > 0).all()):
+            raise ValueError("temperatures must be > 0")
+        return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) + 2.0 * torch.log(temperature.to(logvar.dtype))
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) + 2.0 * math.log(temperature)
@@ -36,7 +41,7 @@ def gaussian_kl(mean: Tensor, logvar: Tensor, ref_mean: Tensor, ref_logvar: Tens
 
 
 def sample_gaussian(
-    mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+    mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None, temperature: float | Tensor = 1.0
 ) -> tuple[Tensor, Tensor]:
     """Draws x ~ N(mean, temperature^2 * exp(clamp(logvar))) and returns (x, log-density of x summed
     over the last dim). Standard normals are drawn as one [*mean.shape] float32 tensor from

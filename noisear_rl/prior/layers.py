@@ -164,15 +164,17 @@ class PromptShift(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(num_patches, out_dim))
         self.gain = nn.Parameter(torch.ones(()))
 
-    def forward(self, cond_BLC: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, cond_BLC: Tensor, mask: Tensor | None = None, gain: Tensor | None = None) -> Tensor:
         """The mean shift of every patch [B, T, patch_dim] for condition tokens [B, L, cond_dim].
 
-        `mask`: [B, 1, 1, L] bool, True where a condition token is valid, or None.
+        `mask`: [B, 1, 1, L] bool, True where a condition token is valid, or None. `gain`: [B] a
+        gain per row instead of the module's own (an episode's drawn gain, `SamplingKnobs`).
         """
         keys, values = self.key(cond_BLC), self.value(cond_BLC)
         scores = torch.einsum("tw,blw->btl", self.query, keys) / keys.shape[-1] ** 0.5
         if mask is not None:
             scores = scores.masked_fill(~mask[:, 0], float("-inf"))
         read = torch.einsum("btl,blw->btw", scores.softmax(-1), values)
-        shift = (torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias) * self.gain
+        gain = self.gain if gain is None else gain.to(read.dtype)[:, None, None]
+        shift = (torch.einsum("btw,twd->btd", read, self.out_weight) + self.out_bias) * gain
         return shift.repeat_interleave(self.repeat, dim=-1) if self.repeat > 1 else shift

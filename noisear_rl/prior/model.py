@@ -189,13 +189,14 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
 
     # -------------------------------------------------------------------------------- internals
     def _encode_cond(
-        self, cond: Tensor, cond_mask: Tensor | None
+        self, cond: Tensor, cond_mask: Tensor | None, shift_gain: Tensor | None = None
     ) -> tuple[tuple[tuple[Tensor, Tensor], ...], Tensor | None, Tensor | None]:
         """The condition's keys/values per layer, its attention mask, and the prompt shift
-        [B, T, D] of every patch's mean (None without the pathway)."""
+        [B, T, D] of every patch's mean (None without the pathway; `shift_gain` [B]: a gain per
+        row instead of the shift's own)."""
         cond = cond.to(self.dtype)
         mask = None if cond_mask is None else cond_mask.bool()[:, None, None, :]
-        mean_shift = None if self.prompt_shift is None else self.prompt_shift(cond, mask)
+        mean_shift = None if self.prompt_shift is None else self.prompt_shift(cond, mask, shift_gain)
         projected = self.cond_proj(cond)
         cross_kv = tuple(layer.cross_attn.project_key_value(projected) for layer in self.layers)
         return cross_kv, mask, mean_shift
