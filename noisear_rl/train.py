@@ -99,6 +99,7 @@ def train(
         run = dataclasses.replace(run, temperature=prior.sampling_temperature())
     prior.register_to_config(temperature=run.temperature)  # the saved prior samples as the run did
     algorithm: Algorithm = algorithm_class(algo_config, prior, temperature=run.temperature, accelerator=accelerator)
+    policy_before = algorithm.policy_metrics()
     pool = evaluation_pool(run, world)
     heldout = evenly_spaced(pool, run.num_eval_prompts)  # scored before and after training
     context = TrainingContext(venv, train_prompt_sampler(run, world, set(pool)), frozenset(pool), run.seed, run.data)
@@ -166,6 +167,8 @@ def train(
         "heldout_before": heldout_before,
         "heldout_after": heldout_after,
         "heldout_change": paired_change(episodes_before, episodes_after, run.eval_noises_per_prompt),
+        "policy_before": policy_before,
+        "policy_after": algorithm.policy_metrics(),
         "seconds_this_session": round(time.perf_counter() - started, 1),
         "output_dir": str(output_dir),
     }

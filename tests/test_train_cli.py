@@ -108,6 +108,7 @@ def test_each_algorithm_trains_and_writes_its_run_folder(backend, golden_dir, tm
     printed = capsys.readouterr().out
     assert "held-out (4 prompts x 4 noises) before" in printed
     assert "held-out change, paired over the same prompts and noises: reward" in printed
+    assert "policy (what the prior samples with): temperature 1 -> 1" in printed  # these runs' priors keep theirs
 
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["algo"] == name and config["algorithm"]["iterations"] == 2
@@ -284,3 +285,23 @@ def test_two_processes_with_accelerate(tmp_path):
     assert all(processes == "2" for processes, _ in results)
     assert results[0][1] == results[1][1]  # the gradient averaging keeps both copies identical
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_the_default_knobs_are_learned_saved_and_evaluated_as_learned(backend, tmp_path, capsys):
+    """With the defaults (trainable="gain-temperature") a run changes the shift's gain and the
+    temperature; the saved prior samples with the learned temperature, and the run printed both moves."""
+    prior = tiny_prior(backend.cond_dim, prompt_shift_width=8)
+    with torch.no_grad():
+        prior.prompt_shift.out_bias.fill_(0.05)  # a "fitted" shift, as the shipped prior has
+    out = tmp_path / "run"
+    algo = get_algorithm("ppo").config_class(iterations=2, prompts_per_iteration=2, rollouts_per_prompt=4, lr=0.1)
+    run = RunConfig(algo="ppo", output_dir=out, num_envs=8, num_eval_prompts=4, progress=False, temperature=0.5)
+    summary = train(run, algo, backend=backend, prior=prior)
+    before, after = summary["policy_before"], summary["policy_after"]
+    assert before == {"temperature": 0.5, "shift_gain": 1.0}
+    assert after["temperature"] != 0.5 and after["shift_gain"] != 1.0
+    saved = NoiseARPrior.from_pretrained(out / "prior")
+    assert saved.config.temperature == pytest.approx(after["temperature"])
+    assert float(saved.prompt_shift.gain) == pytest.approx(after["shift_gain"])
+    printed = capsys.readouterr().out
+    assert f"policy (what the prior samples with): temperature 0.5 -> {after['temperature']:.3g}, shift_gain 1 -> " in printed

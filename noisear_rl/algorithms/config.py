@@ -60,10 +60,10 @@ class RolloutConfig(OptimConfig):
     trainable: Literal["all", "prompt-shift", "shift-gain", "gain-temperature"] = "gain-temperature"  # type: ignore[assignment]
     """"gain-temperature" (the default): the gain of a prompt shift NLL has fitted and the
     sampling temperature, each episode drawing its own around their current values
-    (`SamplingKnobs`; the update learns from the draws, not from the patches' noise, which on the
-    shipped Shapes weights carries almost none of their signal: `benchmarks/sampling_knobs.py`).
-    From the shipped prior it raised held-out success with every algorithm (+4.2 to +6.2
-    points, each interval above zero; docs/results.md). "shift-gain": the gain alone, learned
+    (`SamplingKnobs`; the update learns from the draws, not from the patches' noise, which
+    carries almost none of the temperature's signal: `benchmarks/sampling_knobs.py`). From the
+    shipped prior it raised every algorithm's held-out success on its own check (seed 0: +4.2
+    to +6.2 points, each interval above zero; docs/results.md). "shift-gain": the gain alone, learned
     through the patches (the default until 2026-12-07: +23 to +28 points on the first v1
     weights, whose shift was short; 0 to +4 on the shipped ones); "prompt-shift": the shift's
     maps (12K parameters; what a prior without a fitted shift can train, with lr 3e-3); "all"

@@ -35,7 +35,8 @@ class NoiseARPrior(IncrementalDecoding, ModelMixin, ConfigMixin):
     from the condition by a learned query per patch, which depends on the prompt and the patch's
     position only (not on the earlier patches), times a scalar gain. It starts at zero; RL can
     update its maps alone (`trainable="prompt-shift"` in the rollout algorithms) or, once NLL has
-    fitted it, its gain alone (`trainable="shift-gain"`, their default).
+    fitted it, its gain (`trainable="shift-gain"`), or the gain and the sampling temperature
+    explored per episode (`trainable="gain-temperature"`, their default; `SamplingKnobs`).
 
     `temperature` is part of the config so that a prior samples as it was meant to by default:
     the public release multiplies every std by 0.5 when sampling, and

@@ -101,6 +101,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     changes = summary.get("heldout_change") or {}
     parts = [change(name, 4 if name == "reward" else 3) for name in ("reward", "success") if name in changes]
     change_line = ["held-out change, paired over the same prompts and noises: " + ", ".join(parts)] if parts else []
+    before, after = summary.get("policy_before") or {}, summary.get("policy_after") or {}
+    knobs = [f"{name} {before[name]:.3g} -> {after[name]:.3g}" for name in before if name in after]
+    policy_line = ["policy (what the prior samples with): " + ", ".join(knobs)] if knobs else []
     return "\n".join([
         f"{summary['algo']} on {summary['env']} (seed {summary['seed']}, {summary['iterations']} iterations) "
         f"-> {summary['output_dir']}",
@@ -109,5 +112,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"held-out ({summary['heldout_prompts']} prompts x {summary['heldout_noises_per_prompt']} noises) after:  "
         f"{describe(summary['heldout_after'])}",
         *change_line,
+        *policy_line,
         f"time: {summary['seconds_this_session']:.0f} s",
     ])
