@@ -101,13 +101,13 @@ def test_each_algorithms_defaults_follow_the_reward_in_each_knob(name):
         algorithm = build(name, prior)
         start = algorithm.knobs.mean().detach().clone()
         curve = [policy_rollouts(prior, None, seed=999, reward=reward).rewards.mean().item()]
-        for iteration in range(4):
+        for iteration in range(6):  # REINFORCE's default (one pass, here one Adam step a round) moves each knob <= 0.05 a round
             torch.manual_seed(iteration)
             algorithm.update(policy_rollouts(prior, algorithm.knobs, seed=iteration, reward=reward))
             prior.register_to_config(temperature=algorithm.temperature)
             curve.append(policy_rollouts(prior, None, seed=999, reward=reward).rewards.mean().item())
         moved = algorithm.knobs.mean().detach() - start
-        assert (moved[0] > 0.2) if knob == 0 else (moved[1] < -0.2), (name, knob, moved)
+        assert (moved[0] > 0.2) if knob == 0 else (moved[1] < -0.2), (name, knob, moved)  # of at most 0.3 for REINFORCE
         assert curve[-1] > curve[0] + 0.01 and min(curve[2:]) > curve[0], (name, knob, curve)
         # Only the gain (in the prior) and the log temperature (in the knobs) train.
         assert [p for p in prior.parameters() if p.requires_grad] == [prior.prompt_shift.gain]
