@@ -85,8 +85,6 @@ def test_knob_density_kl_and_state():
         knobs.log_temperature.add_(0.3)
     assert knobs.kl_to(reference).item() == pytest.approx(0.5)  # one std away in one knob
     assert knobs.temperature == pytest.approx(0.5 * math.exp(0.3))
-    knobs.write_temperature()
-    assert prior.config.temperature == pytest.approx(knobs.temperature)
 
 
 @pytest.mark.parametrize("name", RL)

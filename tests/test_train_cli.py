@@ -18,6 +18,7 @@ from noisear_rl import NoiseARPrior
 from noisear_rl.algorithms import get_algorithm
 from noisear_rl.algorithms.trainable import shift_map_settings
 from noisear_rl.data import shard_path, write_manifest, write_prompts, write_shard
+from noisear_rl.noise_sources.noisear import NoiseARSource
 from noisear_rl.worlds.shapes import ShapesBackend, build_tiny_shapes_pipeline, sample_prompts
 from noisear_rl.run_folder import CheckpointError, checkpoint_dirs, flatten_state, unflatten_state
 from noisear_rl.train import RunConfig, parse_args, train
@@ -305,3 +306,5 @@ def test_the_default_knobs_are_learned_saved_and_evaluated_as_learned(backend, t
     assert float(saved.prompt_shift.gain) == pytest.approx(after["shift_gain"])
     printed = capsys.readouterr().out
     assert f"policy (what the prior samples with): temperature 0.5 -> {after['temperature']:.3g}, shift_gain 1 -> " in printed
+    # `noisear:RUN` samples as the run ended, not at the --temperature it started from.
+    assert NoiseARSource(backend, path=str(out)).temperature == pytest.approx(after["temperature"])

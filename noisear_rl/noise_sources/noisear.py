@@ -18,7 +18,8 @@ def resolve_prior(path: str | Path, n_heads: int | None = None) -> tuple[NoiseAR
 
     Args:
         path: A `NoiseARPrior.save_pretrained` folder; a training run folder
-            (`python -m noisear_rl.train`; its final `prior/` and the run's `temperature`); a
+            (`python -m noisear_rl.train`; its final `prior/` and the temperature it ended with:
+            the learned one when the run trained it, `summary.json`'s policy, else the run's); a
             `.pth` of the public NoiseAR release (SDXL, DreamShaper, Hunyuan-DiT), which samples
             at the release's temperature 0.5 (its config's).
         n_heads: A release `.pth`'s attention heads (required for one: the weights do not say).
@@ -46,6 +47,9 @@ def resolve_prior(path: str | Path, n_heads: int | None = None) -> tuple[NoiseAR
             run_config = read_json(folder / "config.json", "pass the run's prior/ folder itself to load its prior")
         run_settings = run_config.get("run") if isinstance(run_config, dict) else None
         temperature = run_settings.get("temperature") if isinstance(run_settings, dict) else None
+        if (folder / "summary.json").is_file():  # runs since the knobs: the temperature the run ended with
+            ended = read_json(folder / "summary.json", "pass the run's prior/ folder itself to load its prior").get("policy_after")
+            temperature = ended.get("temperature", temperature) if isinstance(ended, dict) else temperature
         return NoiseARPrior.from_pretrained(str(folder / "prior")), temperature
     raise FileNotFoundError(f"no NoiseAR prior at {str(folder)!r}: {expected}")
 

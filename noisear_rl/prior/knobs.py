@@ -27,8 +27,9 @@ class SamplingKnobs:
     """N(mean, diag(std^2)) over (prompt-shift gain, log temperature).
 
     The mean's gain is the prior's own `prompt_shift.gain` parameter (saved with the prior); its
-    log temperature is `log_temperature`, a parameter kept here (write it to the prior's
-    `config.temperature` with `write_temperature`). Draws are [N, 2] rows (gain, log temperature).
+    log temperature is `log_temperature`, a parameter kept here (the training loop writes
+    `temperature` to the prior's `config.temperature` before saving it). Draws are [N, 2] rows
+    (gain, log temperature).
 
     Args:
         prior: A prior with a prompt shift.
@@ -70,10 +71,6 @@ class SamplingKnobs:
     def kl_to(self, reference_mean: Tensor) -> Tensor:
         """KL(this || the same stds at `reference_mean` [2]), closed form."""
         return (0.5 * ((self.mean() - reference_mean) / self.std).square()).sum()
-
-    def write_temperature(self) -> None:
-        """Makes the mean's temperature the prior's default (`config.temperature`), so it is saved."""
-        self.prior.register_to_config(temperature=self.temperature)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"log_temperature": self.log_temperature.detach().clone()}
