@@ -97,7 +97,6 @@ def train(
     check_fits(world.backend, prior.latent_shape, prior.config.cond_dim, "the prior (--prior)")
     if run.temperature is None:
         run = dataclasses.replace(run, temperature=prior.sampling_temperature())
-    prior.register_to_config(temperature=run.temperature)  # the saved prior samples as the run did
     algorithm: Algorithm = algorithm_class(algo_config, prior, temperature=run.temperature, accelerator=accelerator)
     policy_before = algorithm.policy_metrics()
     pool = evaluation_pool(run, world)

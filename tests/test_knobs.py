@@ -145,3 +145,9 @@ def test_knobs_need_a_shift_and_dpo_simple_nll_cannot_train_them():
         get_algorithm("dpo").config_class(objective="simple-nll", trainable="gain-temperature").check(prefix="--dpo.")
     with pytest.raises(ValueError, match="--ppo.temperature-exploration"):
         get_algorithm("ppo").config_class(temperature_exploration=0.0).check(prefix="--ppo.")
+
+
+def test_knob_training_keeps_its_reference_as_two_numbers_not_a_prior_copy():
+    grpo = build("grpo", fitted_shift_prior())  # GRPO's default has a KL term to the reference
+    assert grpo.has_reference and grpo.reference is None and "reference" not in grpo.state_dict()
+    torch.testing.assert_close(grpo.reference_knobs, torch.tensor([1.0, math.log(0.5)]))

@@ -93,7 +93,10 @@ class Algorithm(ABC):
         accelerator: An `accelerate.Accelerator` for multi-process training (None: one process).
 
     Attributes:
-        reference: A frozen copy of the prior at construction, when `uses_reference(config)`.
+        has_reference: `uses_reference(config)`: the update holds the policy near its start.
+        reference: A frozen copy of the prior at construction, when it has a reference and the
+            knobs do not train (theirs is `reference_knobs`, the search distribution's start).
+        knobs: The sampling knobs with `trainable="gain-temperature"`, else None.
         optimizer: Adam(W) over the prior's trainable parameters (`config.trainable`; the others
             get `requires_grad=False`).
         scheduler: Per-iteration learning-rate schedule (warm-up, then constant or cosine).
@@ -124,7 +127,9 @@ class Algorithm(ABC):
             self.knobs = SamplingKnobs(prior, temperature, config.gain_exploration, config.temperature_exploration)
             trainable.append(self.knobs.log_temperature)
         self.trained_parameters: list[torch.nn.Parameter] = trainable
-        self.reference = frozen_copy(prior) if self.uses_reference(config) else None
+        self.has_reference = self.uses_reference(config)
+        # With knobs the reference is the search distribution's starting mean: no copy of the prior.
+        self.reference = frozen_copy(prior) if self.has_reference and self.knobs is None else None
         self.reference_knobs = None if self.knobs is None else self.knobs.mean().detach().clone()
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -220,7 +225,7 @@ class Algorithm(ABC):
     def reference_params(self, batch: RolloutBatch | Episodes) -> Any:
         """What `kl_to_reference` needs of the frozen reference for the whole batch (its teacher-
         forced patch Gaussians; None with knobs, whose reference is their starting mean)."""
-        if self.knobs is not None or self.reference is None:
+        if self.reference is None:  # none kept, or knobs (whose reference is their starting mean)
             return None
         with torch.no_grad():
             return self.reference.patch_params(batch.noise, batch.cond.embeds)

@@ -240,7 +240,7 @@ class DPO(Algorithm):
         # The reference's log-probs and patch Gaussians (for the KL term) are fixed for the update.
         # With knobs, the pair's two episodes are scored by the density of their draws.
         chosen, rejected = Episodes(noise_c, cond, pairs.chosen_knobs), Episodes(noise_r, cond, pairs.rejected_knobs)
-        if self.reference is not None and len(pairs):
+        if self.has_reference and len(pairs):
             ref_c, ref_r = self.reference_log_probs(chosen), self.reference_log_probs(rejected)
             ref_params_c, ref_params_r = self.reference_params(chosen), self.reference_params(rejected)
 

@@ -80,7 +80,7 @@ class PPO(Algorithm):
             terms = ppo_clip_loss(new_logp, old_logp[idx], advantages[idx], config.clip_range)
             metrics = {"policy_loss": terms.loss, "clip_fraction": terms.clip_fraction, "approx_kl": terms.approx_kl,
                        "ratio": terms.ratio_mean}
-            if self.reference is not None:
+            if self.has_reference:
                 kl = self.kl_to_reference(params, ref_params, idx).mean() / ratios_per_noise
                 return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
             return terms.loss, metrics

@@ -90,7 +90,7 @@ class Reinforce(Algorithm):
             logp, params = self.episode_log_probs(batch, idx)
             terms = reinforce_loss(logp, advantages[idx])
             metrics = {"policy_loss": terms.loss, "logp": logp.mean()}
-            if self.reference is not None:
+            if self.has_reference:
                 kl = self.kl_to_reference(params, ref_params, idx).mean()
                 return terms.loss + config.kl_coef * kl, {**metrics, "kl_to_reference": kl}
             return terms.loss, metrics

@@ -14,10 +14,10 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 def tempered_logvar(logvar: Tensor, temperature: float | Tensor) -> Tensor:
     """Log-variance after clamping to [-20, 10] and scaling the std by `temperature` (a number, or
-    a tensor that broadcasts against `logvar`, e.g. [B, 1] for one temperature per row)."""
+    a tensor of positive values that broadcasts against `logvar`, e.g. [B, 1] for one temperature
+    per row: `SamplingKnobs`' exp of a log temperature, checked by construction, not here, where a
+    check would synchronise the device at every patch)."""
     if isinstance(temperature, Tensor):
-        if not bool((temperature > 0).all()):
-            raise ValueError("temperatures must be > 0")
         return logvar.clamp(LOGVAR_MIN, LOGVAR_MAX) + 2.0 * torch.log(temperature.to(logvar.dtype))
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
