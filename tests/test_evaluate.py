@@ -69,8 +69,11 @@ def test_writes_the_tables_grid_and_plot(tmp_path: Path) -> None:
     assert best_red["delta"] == pytest.approx(best_red["mean"] - gaussian_red["mean"])
     assert 0 < best_red["delta_ci95_low"] <= best_red["delta"] <= best_red["delta_ci95_high"]
     assert "Difference from `gaussian`" in table
-    # best-of-4 pays for its generations: its noise costs more than gaussian's.
-    assert results["best-of-4"]["seconds_per_image"]["noise"] > results["gaussian"]["seconds_per_image"]["noise"]
+    # Each source's cost per image is recorded, the image's generation on top of the noise's (how long
+    # either takes is for benchmarks/, not a test on a shared machine).
+    for result in results.values():
+        seconds = result["seconds_per_image"]
+        assert 0 < seconds["noise"] <= seconds["noise_and_generation"]
 
 
 def _cell(tmp_path: Path, label: str, spec: str, seed: int) -> tuple[Path, str]:

@@ -81,3 +81,28 @@ def test_unknown_words_raise_listing_the_vocabulary(renders) -> None:
     _, images = renders
     with pytest.raises(ValueError, match="vocabulary"):
         load_reward("shapes")(images[:1], ["a red hexagon on the left"])
+
+
+def test_failure_kind_names_what_a_render_got_wrong() -> None:
+    """`measure.failure_kind` on renders of known mistakes for "a red circle on the left and a blue
+    square on the right": swaps and leaks are binding, a third attribute or object is not."""
+    from noisear_rl.worlds.shapes.measure import binding_failures, failure_kinds
+
+    prompt = "a red circle on the left and a blue square on the right"
+    red, blue = parse_prompt(prompt)
+    drawn = {
+        "success": (red, blue),
+        "binding": (ShapeObject("blue", "circle", "left"), ShapeObject("red", "square", "right")),  # colours swapped
+        "binding ": (red, ShapeObject("blue", "circle", "right")),  # the circle's shape leaks
+        "binding  ": (ShapeObject("blue", "circle", "left"), blue),  # the blue leaks: both objects blue
+        "binding, wrong count": (red, ShapeObject("blue", "circle", "right"), ShapeObject("yellow", "triangle", "top")),
+        "other attribute": (red, ShapeObject("blue", "triangle", "right")),
+        "other attribute ": (ShapeObject("green", "circle", "left"), blue),
+        "count": (red, blue, ShapeObject("yellow", "triangle", "top")),
+        "one object": (ShapeObject("blue", "circle", "left"),),
+    }
+    images = render_batch(list(drawn.values()), seed=3)
+    prompts = [prompt] * (len(drawn) - 1) + ["a red circle on the left"]
+    assert failure_kinds(load_reward("shapes"), images, prompts) == [name.strip() for name in drawn]
+    swapped = binding_failures(load_reward("shapes"), images, prompts)
+    assert swapped.tolist() == [name == "binding" for name in drawn]  # only the full swap passes a swapped prompt

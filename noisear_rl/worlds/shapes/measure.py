@@ -3,7 +3,7 @@
 On the fixed evaluation prompts, with K seeded Gaussian noises per prompt at the pipeline's
 default settings, it reports the verifier's success rate (overall, one- and two-object), the
 per-criterion rates, how many prompts succeed for some noises and fail for others, best-of-K
-success, and what one golden-noise step (`noisear_rl.pipelines.golden.golden_noise`) does to
+success, what the failures got wrong (`failure_kind`), and what one golden-noise step (`noisear_rl.pipelines.golden.golden_noise`) does to
 success on the same (prompt, noise) pairs. Optionally it sweeps guidance scales and step counts
 (on the first noise only) to choose the defaults. Writes `results.json` and `grid.png`
 (prompts x noises) into `output_dir`, and prints the numbers as Markdown.
@@ -24,8 +24,8 @@ from PIL import Image, ImageDraw
 from noisear_rl.io import atomic_write, write_json
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.worlds.shapes.backend import ShapesBackend
-from noisear_rl.worlds.shapes.world import SWAPS, evaluation_prompts, parse_prompt, scene_to_prompt, swap_binding
-from noisear_rl.worlds.shapes.verifier import CRITERIA, ShapesVerifier
+from noisear_rl.worlds.shapes.world import SWAPS, Scene, evaluation_prompts, parse_prompt, scene_to_prompt, swap_binding
+from noisear_rl.worlds.shapes.verifier import CRITERIA, DrawnObject, ShapesVerifier, match_objects
 
 
 @dataclass
@@ -91,13 +91,14 @@ def measure(config: MeasureConfig) -> dict:
 
     images_KB, gaussian = run(noises_KBCHW)
     gaussian["binding_failure"] = torch.stack([binding_failures(verifier, images, prompts) for images in images_KB])
+    kinds = [kind for images in images_KB for kind in failure_kinds(verifier, images, prompts)]
     results: dict = {
         "config": asdict(config),
         "num_prompts": len(prompts),
         "num_two_object_prompts": int(two_object.sum()),
         "num_inference_steps": backend.num_inference_steps,
         "guidance_scale": backend.guidance_scale,
-        "gaussian": summarize(gaussian, two_object),
+        "gaussian": {**summarize(gaussian, two_object), "failure_kinds": failure_shares(kinds)},
     }
     if config.golden_noises:
         k = min(config.golden_noises, config.num_noises)
@@ -193,6 +194,50 @@ def binding_failures(verifier: ShapesVerifier, images_BCHW: torch.Tensor, prompt
     return out
 
 
+FAILURE_KINDS: tuple[str, ...] = ("binding", "binding, wrong count", "other attribute", "count", "one object")
+"""What a failed image got wrong (`failure_kind`)."""
+
+
+def failure_kind(scene: Scene, drawn: list[DrawnObject]) -> str:
+    """What a failed image got wrong, one of `FAILURE_KINDS` ("success" when it passes).
+
+    "binding": a two-object prompt whose every wrong attribute is the one the prompt gives the
+    other object (its colour drawn at this object's side, its shape, its side; a full swap is one
+    case), with two objects drawn, as attribute-binding errors are counted in T2I-CompBench;
+    "binding, wrong count": the same with objects missing or extra; "other attribute": some wrong
+    attribute is neither object's (a third shape, another side, no object of either colour where
+    one was asked for); "count": every object right but others drawn too; "one object": a failed
+    one-object prompt.
+    """
+    errors = []  # one per failed check: does the image show the other object's attribute there?
+    for obj, other, found in zip(scene, reversed(scene), match_objects(scene, drawn)):
+        if found is None:
+            errors.append(other.colour in {d.colour for d in drawn if d.position == obj.position})
+            continue
+        if found.shape != obj.shape:
+            errors.append(found.shape == other.shape)
+        if found.position != obj.position:
+            errors.append(found.position == other.position)
+    if not errors:
+        return "success" if len(drawn) == len(scene) else ("one object" if len(scene) == 1 else "count")
+    if len(scene) == 1:
+        return "one object"
+    if all(errors):
+        return "binding" if len(drawn) == 2 else "binding, wrong count"
+    return "other attribute"
+
+
+def failure_kinds(verifier: ShapesVerifier, images_BCHW: torch.Tensor, prompts: list[str]) -> list[str]:
+    """`failure_kind` of each image ("success" for those that pass)."""
+    return [failure_kind(parse_prompt(p), drawn) for p, drawn in zip(prompts, verifier.read(images_BCHW))]
+
+
+def failure_shares(kinds: list[str]) -> dict[str, float]:
+    """Each of `FAILURE_KINDS`' share of the failures among `kinds`."""
+    failed = [k for k in kinds if k != "success"]
+    return {kind: failed.count(kind) / max(1, len(failed)) for kind in FAILURE_KINDS}
+
+
 def _within_share(success_KB: torch.Tensor) -> float:
     """Share of the outcome variance that lies within prompts (across noises)."""
     total = success_KB.var(unbiased=False).item()
@@ -275,9 +320,11 @@ def to_markdown(results: dict) -> str:
         r = results["gaussian"]
         lines.append(
             f"\nGaussian failures: {pct(r['failures_two_object_share'])} on two-object prompts; "
-            f"{pct(r['failures_binding_share'])} are binding failures (the image passes the prompt with "
-            "colours, shapes or sides swapped)."
+            f"{pct(r['failures_binding_share'])} pass the prompt with colours, shapes or sides swapped."
         )
+    if "failure_kinds" in results["gaussian"]:
+        shares = ", ".join(f"{kind} {pct(share)}" for kind, share in results["gaussian"]["failure_kinds"].items())
+        lines.append(f"What the failures got wrong (`failure_kind`): {shares}.")
     if "golden" in results:
         g = results["golden"]
         lines.append(

@@ -15,16 +15,35 @@ the image centre (the dominant axis of the offset).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from noisear_rl.worlds.shapes.world import COLOURS, IMAGE_SIZE, parse_prompt
+from noisear_rl.worlds.shapes.world import COLOURS, IMAGE_SIZE, Scene, parse_prompt
 from noisear_rl.reward_models.base import RewardModel, RewardOutput
 from noisear_rl.reward_models.registry import register_reward
 
 CRITERIA = ("colour", "shape", "position", "count")
+
+
+@dataclass(frozen=True)
+class DrawnObject:
+    """An object the verifier read in an image: one connected component of one palette colour
+    ("other" when the ink is far from every palette colour); `position` is None near the centre."""
+
+    colour: str
+    shape: str
+    position: str | None
+    area: int
+
+
+def match_objects(scene: Scene, drawn: list[DrawnObject]) -> list[DrawnObject | None]:
+    """For each requested object, the drawn object its checks read: the largest one of its colour
+    (None when no object of that colour is drawn)."""
+    return [max((d for d in drawn if d.colour == obj.colour), key=lambda d: d.area, default=None) for obj in scene]
 
 
 @register_reward("shapes")
@@ -60,23 +79,17 @@ class ShapesVerifier(RewardModel):
 
     def compute(self, images: Tensor, prompts: list[str]) -> RewardOutput:
         scenes = [parse_prompt(p) for p in prompts]
-        labels_BKHW = self.component_labels(images)
-        scale = images.shape[-1] / IMAGE_SIZE  # the defaults are at the world's resolution
         scores, flags = [], {name: [] for name in (*CRITERIA, "success")}
         detected = []
-        for labels_KHW, scene in zip(labels_BKHW, scenes):
-            components = self._components(labels_KHW, min_area=self.min_area * scale**2)
-            detected.append(len(components))
-            checks = {name: [] for name in CRITERIA}
-            for obj in scene:
-                candidates = [c for c in components if c["colour"] == obj.colour]
-                best = max(candidates, key=lambda c: c["area"], default=None)
-                checks["colour"].append(best is not None)
-                checks["shape"].append(best is not None and best["shape"] == obj.shape)
-                checks["position"].append(
-                    best is not None and self._position(best["centroid"], images.shape[-1], scale) == obj.position
-                )
-            checks["count"].append(len(components) == len(scene))
+        for drawn, scene in zip(self.read(images), scenes):
+            detected.append(len(drawn))
+            matched = match_objects(scene, drawn)
+            checks = {
+                "colour": [found is not None for found in matched],
+                "shape": [found is not None and found.shape == obj.shape for obj, found in zip(scene, matched)],
+                "position": [found is not None and found.position == obj.position for obj, found in zip(scene, matched)],
+                "count": [len(drawn) == len(scene)],
+            }
             results = [r for name in CRITERIA for r in checks[name]]
             scores.append(sum(results) / len(results))
             for name in CRITERIA:
@@ -86,6 +99,17 @@ class ShapesVerifier(RewardModel):
         details = {name: torch.tensor(values, dtype=torch.float32, device=device) for name, values in flags.items()}
         details["num_objects"] = torch.tensor(detected, dtype=torch.float32, device=device)
         return RewardOutput(scores=torch.tensor(scores, dtype=torch.float32, device=device), details=details)
+
+    def read(self, images: Tensor) -> list[list[DrawnObject]]:
+        """The objects drawn in each of the images [B, 3, H, W]: what every check reads."""
+        scale = images.shape[-1] / IMAGE_SIZE  # the defaults are at the world's resolution
+        return [
+            [
+                DrawnObject(c["colour"], c["shape"], self._position(c["centroid"], images.shape[-1], scale), c["area"])
+                for c in self._components(labels_KHW, min_area=self.min_area * scale**2)
+            ]
+            for labels_KHW in self.component_labels(images)
+        ]
 
     def component_labels(self, images: Tensor) -> np.ndarray:
         """Labels [B, K, H, W] (int, 0 = none) of 8-connected components per colour class.
