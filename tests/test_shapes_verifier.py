@@ -106,3 +106,26 @@ def test_failure_kind_names_what_a_render_got_wrong() -> None:
     assert failure_kinds(load_reward("shapes"), images, prompts) == [name.strip() for name in drawn]
     swapped = binding_failures(load_reward("shapes"), images, prompts)
     assert swapped.tolist() == [name == "binding" for name in drawn]  # only the full swap passes a swapped prompt
+
+
+def test_measure_reports_each_noise_seed_and_what_failures_got_wrong(tmp_path) -> None:
+    """`measure` on a tiny random world: its pooled golden-step counts are the sums of the per-seed
+    ones, the failure kinds' shares sum to one, and it writes results.json and grid.png."""
+    import json
+
+    from noisear_rl.worlds.shapes import build_tiny_shapes_pipeline
+    from noisear_rl.worlds.shapes.measure import FAILURE_KINDS, MeasureConfig, measure
+
+    build_tiny_shapes_pipeline(seed=0).save_pretrained(tmp_path / "world")
+    config = MeasureConfig(output_dir=tmp_path / "out", model_path=tmp_path / "world", num_noises=2, golden_noises=2,
+                           max_prompts=6, grid_prompts=2, seed=5)
+    results = measure(config)
+    golden = results["golden"]
+    assert [r["seed"] for r in golden["per_noise_seed"]] == [5, 6]
+    assert sum(r["fixed"] for r in golden["per_noise_seed"]) == golden["fixed"]
+    assert sum(r["broken"] for r in golden["per_noise_seed"]) == golden["broken"]
+    assert sum(r["golden"] for r in golden["per_noise_seed"]) / 2 == pytest.approx(golden["success"])
+    shares = results["gaussian"]["failure_kinds"]
+    assert list(shares) == list(FAILURE_KINDS) and sum(shares.values()) == pytest.approx(1.0)  # a random world fails
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["num_prompts"] == 6
+    assert (tmp_path / "out" / "grid.png").is_file()

@@ -121,6 +121,13 @@ def measure(config: MeasureConfig) -> dict:
             "fixed": fixed,
             "broken": broken,
             "sign_test_p": sign_test(fixed, broken),
+            # Every prompt gets the same k-th noise, so pairs are correlated across prompts: the
+            # effect holding on each noise seed is sturdier evidence than the pooled p-value.
+            "per_noise_seed": [
+                {"seed": config.seed + i, "gaussian": before[i].float().mean().item(),
+                 "golden": after[i].float().mean().item(), **dict(zip(("fixed", "broken"), paired_flips(before[i], after[i])))}
+                for i in range(k)
+            ],
             "mean_abs_change": (golden_KB - noises_KBCHW[:k]).abs().mean().item(),
             "noise_std_after": golden_KB.std().item(),
         }
@@ -331,6 +338,10 @@ def to_markdown(results: dict) -> str:
             f"\nGolden noise (guidance {g['guidance_scale']} then inversion at 1.0): {pct(g['gaussian_success_same_pairs'])} -> "
             f"{pct(g['success'])} on the same pairs; fixed {g['fixed']}, broken {g['broken']}, sign-test p = {g['sign_test_p']:.2g}; "
             f"mean |change| {g['mean_abs_change']:.4f}."
+        )
+        lines.extend(
+            f"- noise seed {r['seed']}: {pct(r['gaussian'])} -> {pct(r['golden'])} (fixed {r['fixed']}, broken {r['broken']})"
+            for r in g["per_noise_seed"]
         )
     for point in results.get("sweep_first_noise", []):
         lines.append(f"- steps {point['steps']}, guidance {point['guidance_scale']}: success {pct(point['success'])}")
