@@ -56,7 +56,7 @@ class TrainConfig:
 
     output_dir: Path = DEFAULT_WEIGHTS
     """Where the EMA pipeline is saved (`save_pretrained` folder); default: the shipped weights."""
-    steps: int = 2000
+    steps: int = 4000
     """Optimizer steps."""
     batch_size: int = 32
     """Images per step, rendered on the fly."""
@@ -79,7 +79,7 @@ class TrainConfig:
     which it is frozen while the UNet trains, as SD/SDXL freeze their pretrained text encoders."""
     cross_attention_levels: int = 1
     """UNet resolutions, from the lowest, with cross-attention to the text states."""
-    caption_swap: float = 0.15
+    caption_swap: float = 0.22
     """Share of two-object training images whose caption binds the attributes the other way
     (colours, shapes or sides swapped): noisy captions, the source of binding failures at
     guidance 1 that guidance then corrects (docs/shapes_world.md)."""
