@@ -3,8 +3,8 @@
 On the fixed evaluation prompts, with K seeded Gaussian noises per prompt at the pipeline's
 default settings, it reports the verifier's success rate (overall, one- and two-object), the
 per-criterion rates, how many prompts succeed for some noises and fail for others, best-of-K
-success, what the failures got wrong (`failure_kind`), and what one golden-noise step (`noisear_rl.pipelines.golden.golden_noise`) does to
-success on the same (prompt, noise) pairs. Optionally it sweeps guidance scales and step counts
+success, what the failures got wrong (`failure_kind`), and what one golden-noise step
+(`noisear_rl.pipelines.golden.golden_noise`) does to success on the same (prompt, noise) pairs. Optionally it sweeps guidance scales and step counts
 (on the first noise only) to choose the defaults. Writes `results.json` and `grid.png`
 (prompts x noises) into `output_dir`, and prints the numbers as Markdown.
 """
