@@ -103,8 +103,9 @@ def test_failure_kind_names_what_a_render_got_wrong() -> None:
     }
     images = render_batch(list(drawn.values()), seed=3)
     prompts = [prompt] * (len(drawn) - 1) + ["a red circle on the left"]
-    assert failure_kinds(load_reward("shapes"), images, prompts) == [name.strip() for name in drawn]
-    swapped = binding_failures(load_reward("shapes"), images, prompts)
+    read = load_reward("shapes").read(images)
+    assert failure_kinds(read, prompts) == [name.strip() for name in drawn]
+    swapped = binding_failures(read, prompts)
     assert swapped.tolist() == [name == "binding" for name in drawn]  # only the full swap passes a swapped prompt
 
 

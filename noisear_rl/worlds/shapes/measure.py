@@ -25,7 +25,7 @@ from noisear_rl.io import atomic_write, write_json
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.worlds.shapes.backend import ShapesBackend
 from noisear_rl.worlds.shapes.world import SWAPS, Scene, evaluation_prompts, parse_prompt, scene_to_prompt, swap_binding
-from noisear_rl.worlds.shapes.verifier import CRITERIA, DrawnObject, ShapesVerifier, match_objects
+from noisear_rl.worlds.shapes.verifier import CRITERIA, DrawnObject, ShapesVerifier, match_objects, scene_checks
 
 
 @dataclass
@@ -90,8 +90,9 @@ def measure(config: MeasureConfig) -> dict:
         return torch.stack(images), {key: torch.stack([d[key] for d in details]) for key in details[0]}
 
     images_KB, gaussian = run(noises_KBCHW)
-    gaussian["binding_failure"] = torch.stack([binding_failures(verifier, images, prompts) for images in images_KB])
-    kinds = [kind for images in images_KB for kind in failure_kinds(verifier, images, prompts)]
+    drawn_KB = [verifier.read(images) for images in images_KB]  # read once for both failure analyses
+    gaussian["binding_failure"] = torch.stack([binding_failures(drawn, prompts) for drawn in drawn_KB])
+    kinds = [kind for drawn in drawn_KB for kind in failure_kinds(drawn, prompts)]
     results: dict = {
         "config": asdict(config),
         "num_prompts": len(prompts),
@@ -187,18 +188,15 @@ def swapped_prompts(prompt: str) -> list[str]:
     return sorted(variants - {prompt})
 
 
-def binding_failures(verifier: ShapesVerifier, images_BCHW: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-    """[B] bool: the image fails its prompt but passes a prompt binding the same attributes the
-    other way (`swapped_prompts`): a binding failure, the kind a noise prior can avoid."""
-    failed = ~verifier.evaluate(images_BCHW, prompts).details["success"].bool()
-    rows = [i for i in range(len(prompts)) if failed[i] and " and " in prompts[i]]
-    out = torch.zeros(len(prompts), dtype=torch.bool)
-    variants = [(i, v) for i in rows for v in swapped_prompts(prompts[i])]
-    if variants:
-        index = torch.tensor([i for i, _ in variants])
-        passed = verifier.evaluate(images_BCHW[index], [v for _, v in variants]).details["success"].bool()
-        out[index[passed]] = True
-    return out
+def binding_failures(drawn_B: list[list[DrawnObject]], prompts: list[str]) -> torch.Tensor:
+    """[B] bool: the image (its objects, `ShapesVerifier.read`) fails its prompt but passes a
+    prompt binding the same attributes the other way (`swapped_prompts`): a binding failure."""
+    def passes(prompt: str, drawn: list[DrawnObject]) -> bool:
+        return all(all(checks) for checks in scene_checks(parse_prompt(prompt), drawn).values())
+
+    return torch.tensor([
+        not passes(p, drawn) and any(passes(v, drawn) for v in swapped_prompts(p)) for p, drawn in zip(prompts, drawn_B)
+    ], dtype=torch.bool)
 
 
 FAILURE_KINDS: tuple[str, ...] = ("binding", "binding, wrong count", "other attribute", "count", "one object")
@@ -234,9 +232,9 @@ def failure_kind(scene: Scene, drawn: list[DrawnObject]) -> str:
     return "other attribute"
 
 
-def failure_kinds(verifier: ShapesVerifier, images_BCHW: torch.Tensor, prompts: list[str]) -> list[str]:
-    """`failure_kind` of each image ("success" for those that pass)."""
-    return [failure_kind(parse_prompt(p), drawn) for p, drawn in zip(prompts, verifier.read(images_BCHW))]
+def failure_kinds(drawn_B: list[list[DrawnObject]], prompts: list[str]) -> list[str]:
+    """`failure_kind` of each image, given its objects (`ShapesVerifier.read`; "success" for those that pass)."""
+    return [failure_kind(parse_prompt(p), drawn) for p, drawn in zip(prompts, drawn_B)]
 
 
 def failure_shares(kinds: list[str]) -> dict[str, float]:

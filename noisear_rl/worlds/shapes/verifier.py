@@ -46,6 +46,18 @@ def match_objects(scene: Scene, drawn: list[DrawnObject]) -> list[DrawnObject | 
     return [max((d for d in drawn if d.colour == obj.colour), key=lambda d: d.area, default=None) for obj in scene]
 
 
+def scene_checks(scene: Scene, drawn: list[DrawnObject]) -> dict[str, list[bool]]:
+    """Each criterion's checks (one per requested object; one for the count) of a scene against
+    the objects drawn in an image: the image passes the scene when every check does."""
+    matched = match_objects(scene, drawn)
+    return {
+        "colour": [found is not None for found in matched],
+        "shape": [found is not None and found.shape == obj.shape for obj, found in zip(scene, matched)],
+        "position": [found is not None and found.position == obj.position for obj, found in zip(scene, matched)],
+        "count": [len(drawn) == len(scene)],
+    }
+
+
 @register_reward("shapes")
 class ShapesVerifier(RewardModel):
     """Checks colour, shape and position of each requested object and that nothing else is drawn.
@@ -83,13 +95,7 @@ class ShapesVerifier(RewardModel):
         detected = []
         for drawn, scene in zip(self.read(images), scenes):
             detected.append(len(drawn))
-            matched = match_objects(scene, drawn)
-            checks = {
-                "colour": [found is not None for found in matched],
-                "shape": [found is not None and found.shape == obj.shape for obj, found in zip(scene, matched)],
-                "position": [found is not None and found.position == obj.position for obj, found in zip(scene, matched)],
-                "count": [len(drawn) == len(scene)],
-            }
+            checks = scene_checks(scene, drawn)
             results = [r for name in CRITERIA for r in checks[name]]
             scores.append(sum(results) / len(results))
             for name in CRITERIA:
