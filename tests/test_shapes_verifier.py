@@ -130,3 +130,24 @@ def test_measure_reports_each_noise_seed_and_what_failures_got_wrong(tmp_path) -
     assert list(shares) == list(FAILURE_KINDS) and sum(shares.values()) == pytest.approx(1.0)  # a random world fails
     assert json.loads((tmp_path / "out" / "results.json").read_text())["num_prompts"] == 6
     assert (tmp_path / "out" / "grid.png").is_file()
+
+
+def test_measure_sweep_compares_each_point_with_the_default_on_the_same_noises(tmp_path) -> None:
+    """A sweep point at the default settings reproduces the default exactly (change 0, no flips);
+    another point's change is its success minus the default's on the same noises, inside its CI."""
+    from noisear_rl.worlds.shapes import build_tiny_shapes_pipeline
+    from noisear_rl.worlds.shapes.measure import MeasureConfig, measure
+
+    pipe = build_tiny_shapes_pipeline(seed=0)
+    pipe.save_pretrained(tmp_path / "world")
+    default = pipe.config.default_guidance_scale
+    config = MeasureConfig(output_dir=tmp_path / "out", model_path=tmp_path / "world", num_noises=3, golden_noises=0,
+                           max_prompts=8, grid_prompts=2, sweep_guidance=(default, 3.0), sweep_noises=2)
+    sweep = measure(config)["sweep"]
+    same, other = sweep["points"]
+    assert sweep["noises_per_prompt"] == 2 and len(other["per_noise_seed"]) == 2
+    assert same["success"] == pytest.approx(sweep["default_success"])
+    assert (same["change_vs_default"], same["fixed"], same["broken"]) == (0.0, 0, 0)
+    assert other["change_vs_default"] == pytest.approx(other["success"] - sweep["default_success"])
+    assert other["change_ci95"][0] <= other["change_vs_default"] <= other["change_ci95"][1]
+    assert other["fixed"] - other["broken"] == round(other["change_vs_default"] * 2 * 8)

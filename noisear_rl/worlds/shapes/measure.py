@@ -4,8 +4,9 @@ On the fixed evaluation prompts, with K seeded Gaussian noises per prompt at the
 default settings, it reports the verifier's success rate (overall, one- and two-object), the
 per-criterion rates, how many prompts succeed for some noises and fail for others, best-of-K
 success, what the failures got wrong (`failure_kind`), and what one golden-noise step
-(`noisear_rl.pipelines.golden.golden_noise`) does to success on the same (prompt, noise) pairs. Optionally it sweeps guidance scales and step counts
-(on the first noise only) to choose the defaults. Writes `results.json` and `grid.png`
+(`noisear_rl.pipelines.golden.golden_noise`) does to success on the same (prompt, noise) pairs.
+Optionally it sweeps guidance scales and step counts on the same noises as the default, with
+each point's paired change from it, to choose the defaults. Writes `results.json` and `grid.png`
 (prompts x noises) into `output_dir`, and prints the numbers as Markdown.
 """
 
@@ -21,6 +22,7 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
+from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.io import atomic_write, write_json
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.worlds.shapes.backend import ShapesBackend
@@ -47,9 +49,11 @@ class MeasureConfig:
     golden_noises: int = 8
     """How many of the K noises per prompt also get a golden-noise step (0 skips it)."""
     sweep_guidance: tuple[float, ...] = ()
-    """Guidance scales to compare on the first noise (empty: no sweep)."""
+    """Guidance scales to compare with the default on the same noises (empty: no sweep)."""
     sweep_steps: tuple[int, ...] = ()
-    """Step counts to compare on the first noise at the default guidance (empty: no sweep)."""
+    """Step counts to compare with the default, at the default guidance (empty: no sweep)."""
+    sweep_noises: int = 1
+    """How many of the K noises per prompt the sweeps use (each point costs that many images per prompt)."""
     grid_prompts: int = 8
     """Rows of the image grid (half one-object, half two-object prompts)."""
     max_prompts: int = 0
@@ -132,13 +136,18 @@ def measure(config: MeasureConfig) -> dict:
             "mean_abs_change": (golden_KB - noises_KBCHW[:k]).abs().mean().item(),
             "noise_std_after": golden_KB.std().item(),
         }
-    sweeps = []
-    for scale in config.sweep_guidance:
-        sweeps.append(_sweep_point(backend, verifier, cond, prompts, noises_KBCHW[0], backend.num_inference_steps, scale))
-    for steps in config.sweep_steps:
-        sweeps.append(_sweep_point(backend, verifier, cond, prompts, noises_KBCHW[0], steps, backend.guidance_scale))
-    if sweeps:
-        results["sweep_first_noise"] = sweeps
+    n = min(config.sweep_noises, config.num_noises)
+    points = [(backend.num_inference_steps, scale) for scale in config.sweep_guidance]
+    points += [(steps, backend.guidance_scale) for steps in config.sweep_steps]
+    if points:
+        results["sweep"] = {
+            "noises_per_prompt": n,
+            "default_success": gaussian["success"][:n].mean().item(),
+            "points": [
+                _sweep_point(backend, verifier, cond, prompts, noises_KBCHW[:n], steps, scale, gaussian["success"][:n])
+                for steps, scale in points
+            ],
+        }
     results["elapsed_s"] = round(time.time() - start, 1)
 
     output_dir = Path(config.output_dir)
@@ -266,15 +275,27 @@ def sign_test(fixed: int, broken: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _sweep_point(backend, verifier, cond, prompts, latents, steps: int, scale: float) -> dict:
+def _sweep_point(
+    backend: ShapesBackend, verifier: ShapesVerifier, cond, prompts: list[str], latents_KBCHW: torch.Tensor,
+    steps: int, scale: float, default_success_KB: torch.Tensor,
+) -> dict:
+    """Success of the same noises at another step count or guidance, and its paired change from the
+    default's: a t interval over per-prompt mean differences (`evaluate.stats.mean_ci`)."""
     saved = backend.num_inference_steps, backend.guidance_scale
     backend.num_inference_steps, backend.guidance_scale = steps, scale
     try:
-        details = verifier.evaluate(backend.generate(latents, cond), prompts).details
+        details = [verifier.evaluate(backend.generate(latents, cond), prompts).details for latents in latents_KBCHW]
     finally:
         backend.num_inference_steps, backend.guidance_scale = saved
-    return {"steps": steps, "guidance_scale": scale, "success": details["success"].mean().item(),
-            **{name: details[name].mean().item() for name in CRITERIA}}
+    stacked = {key: torch.stack([d[key] for d in details]).float() for key in ("success", *CRITERIA)}
+    change, low, high = mean_ci(stacked["success"] - default_success_KB.float())
+    fixed, broken = paired_flips(default_success_KB, stacked["success"])
+    return {
+        "steps": steps, "guidance_scale": scale, "success": stacked["success"].mean().item(),
+        **{name: stacked[name].mean().item() for name in CRITERIA},
+        "per_noise_seed": stacked["success"].mean(dim=1).tolist(),
+        "change_vs_default": change, "change_ci95": [low, high], "fixed": fixed, "broken": broken,
+    }
 
 
 def _grid_rows(prompts: list[str], count: int) -> list[int]:
@@ -341,8 +362,18 @@ def to_markdown(results: dict) -> str:
             f"- noise seed {r['seed']}: {pct(r['gaussian'])} -> {pct(r['golden'])} (fixed {r['fixed']}, broken {r['broken']})"
             for r in g["per_noise_seed"]
         )
-    for point in results.get("sweep_first_noise", []):
-        lines.append(f"- steps {point['steps']}, guidance {point['guidance_scale']}: success {pct(point['success'])}")
+    if "sweep" in results:
+        sweep = results["sweep"]
+        lines.append(
+            f"\nSweep on {sweep['noises_per_prompt']} noise(s) per prompt; the default (steps {results['num_inference_steps']}, "
+            f"guidance {results['guidance_scale']}) gives {pct(sweep['default_success'])} on them:"
+        )
+        lines.extend(
+            f"- steps {p['steps']}, guidance {p['guidance_scale']}: success {pct(p['success'])}, "
+            f"{100 * p['change_vs_default']:+.1f} points (95% CI {100 * p['change_ci95'][0]:+.1f} to {100 * p['change_ci95'][1]:+.1f}; "
+            f"fixed {p['fixed']}, broken {p['broken']})"
+            for p in sweep["points"]
+        )
     lines.append(f"\n({results['elapsed_s']} s)")
     return "\n".join(lines)
 
