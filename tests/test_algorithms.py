@@ -22,11 +22,11 @@ K, P = 8, 4  # rollouts per prompt, prompts per batch
 BUILTINS = ("dpo", "grpo", "nll", "ppo", "reinforce")
 
 
-def make_prior(seed: int = 0, prompt_shift_width: int = 0) -> NoiseARPrior:
+def make_prior(seed: int = 0, prompt_shift_width: int = 0, temperature: float = 1.0) -> NoiseARPrior:
     torch.manual_seed(seed)
     return NoiseARPrior(
-        latent_channels=3, latent_height=16, latent_width=16, patch_size=8,
-        cond_dim=12, d_model=32, d_ff=64, n_heads=2, n_layers=1, dropout=0.0, prompt_shift_width=prompt_shift_width,
+        latent_channels=3, latent_height=16, latent_width=16, patch_size=8, cond_dim=12, d_model=32, d_ff=64,
+        n_heads=2, n_layers=1, dropout=0.0, prompt_shift_width=prompt_shift_width, temperature=temperature,
     )
 
 
@@ -170,10 +170,11 @@ def test_training_the_prompt_shift_of_a_prior_without_one_adds_a_zero_one_first(
     torch.testing.assert_close(reloaded.log_prob(noise, cond), prior.log_prob(noise, cond))
 
 
-def fitted_shift_prior(bias: float = 0.02) -> NoiseARPrior:
-    """A tiny prior whose prompt shift has been "fitted": it raises every element by `bias`, the
-    direction in which the toy reward (the noise's mean) grows, but only a little of the way."""
-    prior = make_prior(prompt_shift_width=16)
+def fitted_shift_prior(bias: float = 0.02, temperature: float = 1.0) -> NoiseARPrior:
+    """A tiny prior whose prompt shift has been "fitted": it raises every element by `bias` (at
+    gain 1), the direction in which the toy reward (the noise's mean) grows, but only a little of
+    the way."""
+    prior = make_prior(prompt_shift_width=16, temperature=temperature)
     with torch.no_grad():
         prior.prompt_shift.out_bias.fill_(bias)
     return prior

@@ -16,20 +16,17 @@ from noisear_rl.envs import NoiseARPolicy
 from noisear_rl.envs.rollout import RolloutBatch
 from noisear_rl.pipelines.base import Condition
 from noisear_rl.prior.knobs import SamplingKnobs
+from test_algorithms import fitted_shift_prior as algorithms_fitted_shift_prior
+from test_algorithms import make_prior
 
 K, P = 8, 4  # rollouts per prompt, prompts per batch
 COND = Condition(torch.randn(P, 5, 12, generator=torch.Generator().manual_seed(1)))
 RL = ("dpo", "ppo", "reinforce", "grpo")
 
 
-def fitted_shift_prior(bias: float = 0.1) -> NoiseARPrior:
-    """A tiny prior whose prompt shift raises every element by `bias` (at gain 1)."""
-    torch.manual_seed(0)
-    prior = NoiseARPrior(latent_channels=3, latent_height=16, latent_width=16, patch_size=8, cond_dim=12, d_model=32,
-                         d_ff=64, n_heads=2, n_layers=1, dropout=0.0, prompt_shift_width=16, temperature=0.5)
-    with torch.no_grad():
-        prior.prompt_shift.out_bias.fill_(bias)
-    return prior.eval()
+def fitted_shift_prior() -> NoiseARPrior:
+    """test_algorithms' tiny prior with a fitted shift, at these tests' bias and temperature."""
+    return algorithms_fitted_shift_prior(bias=0.1, temperature=0.5).eval()
 
 
 def policy_rollouts(prior: NoiseARPrior, knobs: SamplingKnobs | None, seed: int, reward=lambda noise: noise.mean((1, 2, 3))) -> RolloutBatch:
@@ -136,9 +133,7 @@ def test_knob_training_refuses_rollouts_without_draws():
 
 
 def test_knobs_need_a_shift_and_dpo_simple_nll_cannot_train_them():
-    torch.manual_seed(0)
-    plain = NoiseARPrior(latent_channels=3, latent_height=16, latent_width=16, patch_size=8, cond_dim=12, d_model=32,
-                         d_ff=64, n_heads=2, n_layers=1)
+    plain = make_prior()
     with pytest.raises(ValueError, match="'gain-temperature' needs a prior whose prompt shift has been fitted"):
         build("ppo", plain)
     with pytest.raises(ValueError, match="--dpo.objective simple-nll .* pass --dpo.trainable shift-gain or all"):
