@@ -207,9 +207,10 @@ def test_noisear_samples_the_prior_with_the_generator(backend: ToyBackend, tmp_p
     expected = prior.sample(cond.embeds, generator=generator(6), temperature=0.5)
     torch.testing.assert_close(source(PROMPTS, cond, generator(6)), expected, rtol=0, atol=0)
 
-    # A training run folder: the final prior/ and the run's temperature.
+    # A training run folder: its final prior/, which records the temperature the run ended with.
+    prior.register_to_config(temperature=0.7)
     prior.save_pretrained(str(tmp_path / "run" / "prior"))
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"run": {"temperature": 0.7}}))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"run": {"temperature": None}}))
     from_run = load_noise_source(f"noisear:{tmp_path / 'run'}", backend=backend)
     assert from_run.temperature == 0.7
     torch.testing.assert_close(from_run(PROMPTS, cond, generator(6)),

@@ -28,7 +28,7 @@ from noisear_rl.training.config import RunConfig, check_resumable
 def load_prior(run: RunConfig) -> NoiseARPrior:
     """--prior, else the env's embedded world's shipped prior."""
     if run.prior is not None:
-        return resolve_prior(run.prior)[0]
+        return resolve_prior(run.prior)
     backend_name = env_backend(run.env)
     world = world_info(backend_name) if backend_name else None
     if world is not None:
