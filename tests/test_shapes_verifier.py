@@ -84,9 +84,9 @@ def test_unknown_words_raise_listing_the_vocabulary(renders) -> None:
 
 
 def test_failure_kind_names_what_a_render_got_wrong() -> None:
-    """`measure.failure_kind` on renders of known mistakes for "a red circle on the left and a blue
+    """`failures.failure_kind` on renders of known mistakes for "a red circle on the left and a blue
     square on the right": swaps and leaks are binding, a third attribute or object is not."""
-    from noisear_rl.worlds.shapes.measure import binding_failures, failure_kinds
+    from noisear_rl.worlds.shapes.failures import binding_failures, failure_kinds
 
     prompt = "a red circle on the left and a blue square on the right"
     red, blue = parse_prompt(prompt)
@@ -115,7 +115,8 @@ def test_measure_reports_each_noise_seed_and_what_failures_got_wrong(tmp_path) -
     import json
 
     from noisear_rl.worlds.shapes import build_tiny_shapes_pipeline
-    from noisear_rl.worlds.shapes.measure import FAILURE_KINDS, MeasureConfig, measure
+    from noisear_rl.worlds.shapes.failures import FAILURE_KINDS
+    from noisear_rl.worlds.shapes.measure import MeasureConfig, measure
 
     build_tiny_shapes_pipeline(seed=0).save_pretrained(tmp_path / "world")
     config = MeasureConfig(output_dir=tmp_path / "out", model_path=tmp_path / "world", num_noises=2, golden_noises=2,

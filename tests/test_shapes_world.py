@@ -194,3 +194,35 @@ def test_training_captions_swap_the_requested_share_of_two_object_scenes() -> No
     share = sum(c != scene_to_prompt(s) for s, c in two) / len(two)
     assert 0.49 < share < 0.58  # 0.6 x 8/9: swapping two equal shapes (1 swap in 9) changes nothing
     assert all(c == scene_to_prompt(s) for s, c in zip(scenes, noisy) if len(s) == 1)
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "needle"),
+    [
+        ("train", ["--steps", "0"], "--steps must be >= 1"),
+        ("train", ["--caption-swap", "1.5"], "--caption-swap must lie in [0, 1]"),
+        ("train", ["--cross-attention-levels", "4"], "--cross-attention-levels 4 exceeds"),
+        ("measure", ["--num-noises", "0"], "--num-noises must be >= 1"),
+        ("measure", ["--sweep-guidance", "2", "-1"], "--sweep-guidance takes finite numbers >= 0"),
+        ("measure", ["--sweep-noises", "0"], "--sweep-noises must be >= 1"),
+    ],
+)
+def test_world_commands_refuse_bad_values_in_one_line_before_writing(command, argv, needle, tmp_path, capsys) -> None:
+    import importlib
+
+    from test_reliability import assert_one_line_error, cli
+
+    module = importlib.import_module(f"noisear_rl.worlds.shapes.{command}")
+    code, lines = cli(module.main, [*argv, "--output-dir", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, lines, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_world_training_never_replaces_a_folder_that_is_not_a_saved_pipeline(tmp_path, capsys) -> None:
+    from noisear_rl.worlds.shapes.train import main
+    from test_reliability import assert_one_line_error, cli
+
+    (tmp_path / "notes.txt").write_text("mine")
+    code, lines = cli(main, ["--steps", "1", "--output-dir", str(tmp_path)], capsys)
+    assert_one_line_error(code, lines, "is not empty and is not a saved model")
+    assert (tmp_path / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -13,7 +13,9 @@ each point's paired change from it, to choose the defaults. Writes `results.json
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,12 +24,15 @@ import torch
 import tyro
 from PIL import Image, ImageDraw
 
+from noisear_rl.checks import check_at_least, check_finite
+from noisear_rl.cli import DEBUG_HELP, run_command
 from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.io import atomic_write, write_json
 from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.worlds.shapes.backend import ShapesBackend
-from noisear_rl.worlds.shapes.world import SWAPS, Scene, evaluation_prompts, parse_prompt, scene_to_prompt, swap_binding
-from noisear_rl.worlds.shapes.verifier import CRITERIA, DrawnObject, ShapesVerifier, match_objects, scene_checks
+from noisear_rl.worlds.shapes.failures import binding_failures, failure_kinds, failure_shares
+from noisear_rl.worlds.shapes.world import evaluation_prompts
+from noisear_rl.worlds.shapes.verifier import CRITERIA, ShapesVerifier
 
 
 @dataclass
@@ -65,9 +70,23 @@ class MeasureConfig:
     threads: int = 1
     """torch CPU threads."""
 
+    def check(self) -> None:
+        """Raises a one-line ValueError naming the option for any value out of range."""
+        check_at_least(self, 1, ("num_noises", "sweep_noises", "batch_size", "threads"))
+        check_at_least(self, 0, ("golden_noises", "grid_prompts", "max_prompts", "seed"))
+        check_at_least(self, 1, ("golden_num_inference_steps",))
+        check_finite(self, ("golden_guidance_scale",), minimum=0.0)
+        for scale in self.sweep_guidance:
+            if not (math.isfinite(scale) and scale >= 0):
+                raise ValueError(f"--sweep-guidance takes finite numbers >= 0, got {scale!r}")
+        for steps in self.sweep_steps:
+            if steps < 1:
+                raise ValueError(f"--sweep-steps takes step counts >= 1, got {steps!r}")
+
 
 def measure(config: MeasureConfig) -> dict:
     """Runs the measurements, writes results.json and grid.png, returns the results."""
+    config.check()
     torch.set_num_threads(config.threads)
     start = time.time()
     backend = ShapesBackend(model_path=config.model_path, batch_size=config.batch_size)
@@ -185,71 +204,6 @@ def summarize(details_KB: dict[str, torch.Tensor], two_object_B: torch.Tensor) -
 def _share(part: torch.Tensor, whole: torch.Tensor) -> float:
     """How many of the True entries of `whole` are also True in `part` (part ⊆ whole)."""
     return part.sum().item() / max(1, whole.sum().item())
-
-
-def swapped_prompts(prompt: str) -> list[str]:
-    """The prompts that bind a two-object prompt's attributes the other way round (`swap_binding`:
-    colours, shapes or sides swapped); [] for one object."""
-    scene = parse_prompt(prompt)
-    if len(scene) != 2:
-        return []
-    variants = {scene_to_prompt(swap_binding(scene, swap)) for swap in SWAPS}
-    return sorted(variants - {prompt})
-
-
-def binding_failures(drawn_B: list[list[DrawnObject]], prompts: list[str]) -> torch.Tensor:
-    """[B] bool: the image (its objects, `ShapesVerifier.read`) fails its prompt but passes a
-    prompt binding the same attributes the other way (`swapped_prompts`): a binding failure."""
-    def passes(prompt: str, drawn: list[DrawnObject]) -> bool:
-        return all(all(checks) for checks in scene_checks(parse_prompt(prompt), drawn).values())
-
-    return torch.tensor([
-        not passes(p, drawn) and any(passes(v, drawn) for v in swapped_prompts(p)) for p, drawn in zip(prompts, drawn_B)
-    ], dtype=torch.bool)
-
-
-FAILURE_KINDS: tuple[str, ...] = ("binding", "binding, wrong count", "other attribute", "count", "one object")
-"""What a failed image got wrong (`failure_kind`)."""
-
-
-def failure_kind(scene: Scene, drawn: list[DrawnObject]) -> str:
-    """What a failed image got wrong, one of `FAILURE_KINDS` ("success" when it passes).
-
-    "binding": a two-object prompt whose every wrong attribute is the one the prompt gives the
-    other object (its colour drawn at this object's side, its shape, its side; a full swap is one
-    case), with two objects drawn, as attribute-binding errors are counted in T2I-CompBench;
-    "binding, wrong count": the same with objects missing or extra; "other attribute": some wrong
-    attribute is neither object's (a third shape, another side, no object of either colour where
-    one was asked for); "count": every object right but others drawn too; "one object": a failed
-    one-object prompt.
-    """
-    errors = []  # one per failed check: does the image show the other object's attribute there?
-    for obj, other, found in zip(scene, reversed(scene), match_objects(scene, drawn)):
-        if found is None:
-            errors.append(other.colour in {d.colour for d in drawn if d.position == obj.position})
-            continue
-        if found.shape != obj.shape:
-            errors.append(found.shape == other.shape)
-        if found.position != obj.position:
-            errors.append(found.position == other.position)
-    if not errors:
-        return "success" if len(drawn) == len(scene) else ("one object" if len(scene) == 1 else "count")
-    if len(scene) == 1:
-        return "one object"
-    if all(errors):
-        return "binding" if len(drawn) == 2 else "binding, wrong count"
-    return "other attribute"
-
-
-def failure_kinds(drawn_B: list[list[DrawnObject]], prompts: list[str]) -> list[str]:
-    """`failure_kind` of each image, given its objects (`ShapesVerifier.read`; "success" for those that pass)."""
-    return [failure_kind(parse_prompt(p), drawn) for p, drawn in zip(prompts, drawn_B)]
-
-
-def failure_shares(kinds: list[str]) -> dict[str, float]:
-    """Each of `FAILURE_KINDS`' share of the failures among `kinds`."""
-    failed = [k for k in kinds if k != "success"]
-    return {kind: failed.count(kind) / max(1, len(failed)) for kind in FAILURE_KINDS}
 
 
 def _within_share(success_KB: torch.Tensor) -> float:
@@ -378,9 +332,17 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    measure(tyro.cli(MeasureConfig))
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: `python -m noisear_rl.worlds.shapes.measure --help`; returns the exit status
+    (2 after an error)."""
+    return run_command(
+        lambda arguments: measure(tyro.cli(
+            MeasureConfig, args=arguments, prog="python -m noisear_rl.worlds.shapes.measure",
+            description=f"{__doc__}\n{DEBUG_HELP}",
+        )),
+        argv,
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
