@@ -101,6 +101,25 @@ def _import_file(path: Path) -> None:
         raise
 
 
+def run_config_command(
+    work: Callable[[Any], Any], config_class: type, module: str, doc: str | None, argv: Sequence[str] | None = None
+) -> int:
+    """`run_command` for a command that parses one config dataclass and hands it to `work`.
+
+    Args:
+        work: Does the work with the parsed config.
+        config_class: The config dataclass (its fields are the options, its docstrings their help).
+        module: The command's module, for its usage line (`python -m MODULE`).
+        doc: The module's docstring, the command's description.
+        argv: The arguments (None: `sys.argv[1:]`).
+    """
+
+    def command(arguments: list[str]) -> None:
+        work(tyro.cli(config_class, args=arguments, prog=f"python -m {module}", description=f"{doc}\n{DEBUG_HELP}"))
+
+    return run_command(command, argv)
+
+
 def early_values(argv: Sequence[str], flag: str) -> list[str]:
     """Every value given to `flag` in `argv` (`FLAG X` or `FLAG=X`), read before the full parse;
     a flag without its value is left for that parse to report."""

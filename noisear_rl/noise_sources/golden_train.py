@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.cli import run_config_command
 from noisear_rl.data import GoldenNoiseDataset
 from noisear_rl.noise_sources.base import encode_on_cpu
 from noisear_rl.noise_sources.npnet import NoisePromptNetwork
@@ -175,15 +175,7 @@ def _save(network: NoisePromptNetwork, config: GoldenTrainConfig, records: list[
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: `python -m noisear_rl.noise_sources.golden_train --help`; returns the exit
     status (2 after an error)."""
-    import tyro
-
-    return run_command(
-        lambda arguments: train_golden_network(tyro.cli(
-            GoldenTrainConfig, args=arguments, prog="python -m noisear_rl.noise_sources.golden_train",
-            description=f"{__doc__}\n{DEBUG_HELP}",
-        )),
-        argv,
-    )
+    return run_config_command(train_golden_network, GoldenTrainConfig, "noisear_rl.noise_sources.golden_train", __doc__, argv)
 
 
 if __name__ == "__main__":

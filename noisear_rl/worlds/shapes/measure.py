@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 from PIL import Image, ImageDraw
 
 from noisear_rl.checks import check_at_least, check_finite
-from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.cli import run_config_command
 from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.io import atomic_write, write_json
 from noisear_rl.pipelines.golden import golden_noise
@@ -335,13 +334,7 @@ def to_markdown(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: `python -m noisear_rl.worlds.shapes.measure --help`; returns the exit status
     (2 after an error)."""
-    return run_command(
-        lambda arguments: measure(tyro.cli(
-            MeasureConfig, args=arguments, prog="python -m noisear_rl.worlds.shapes.measure",
-            description=f"{__doc__}\n{DEBUG_HELP}",
-        )),
-        argv,
-    )
+    return run_config_command(measure, MeasureConfig, "noisear_rl.worlds.shapes.measure", __doc__, argv)
 
 
 if __name__ == "__main__":

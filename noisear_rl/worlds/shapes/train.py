@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 from torch import Tensor
 
 from noisear_rl.checks import check_at_least, check_finite, check_positive, option_name
-from noisear_rl.cli import DEBUG_HELP, run_command
+from noisear_rl.cli import run_config_command
 from noisear_rl.io import check_model_folder, save_pretrained_atomically
 from noisear_rl.schedules import warmup_cosine
 from noisear_rl.worlds.shapes.pipeline import (
@@ -334,13 +333,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: `python -m noisear_rl.worlds.shapes.train --help`; returns the exit status
     (2 after an error)."""
-    return run_command(
-        lambda arguments: train(tyro.cli(
-            TrainConfig, args=arguments, prog="python -m noisear_rl.worlds.shapes.train",
-            description=f"{__doc__}\n{DEBUG_HELP}",
-        )),
-        argv,
-    )
+    return run_config_command(train, TrainConfig, "noisear_rl.worlds.shapes.train", __doc__, argv)
 
 
 if __name__ == "__main__":
