@@ -71,9 +71,8 @@ class MeasureConfig:
 
     def check(self) -> None:
         """Raises a one-line ValueError naming the option for any value out of range."""
-        check_at_least(self, 1, ("num_noises", "sweep_noises", "batch_size", "threads"))
+        check_at_least(self, 1, ("num_noises", "sweep_noises", "golden_num_inference_steps", "batch_size", "threads"))
         check_at_least(self, 0, ("golden_noises", "grid_prompts", "max_prompts", "seed"))
-        check_at_least(self, 1, ("golden_num_inference_steps",))
         check_finite(self, ("golden_guidance_scale",), minimum=0.0)
         for scale in self.sweep_guidance:
             if not (math.isfinite(scale) and scale >= 0):
