@@ -21,7 +21,6 @@ import torch
 from noisear_rl.envs.prompts import evenly_spaced
 from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.noise_sources import load_noise_source
-from noisear_rl.noise_sources.noisear import resolve_prior
 from noisear_rl.pipelines.factory import load_backend
 from noisear_rl.reward_models import load_reward
 from noisear_rl.worlds.shapes import evaluation_prompts
@@ -40,16 +39,17 @@ def main() -> None:
     backend, verifier = load_backend("shapes"), load_reward("shapes")
     prompts = evenly_spaced(evaluation_prompts(), args.num_prompts)
     cond = backend.encode(prompts)
-    prior = resolve_prior(args.prior).eval()
+    cold_source = load_noise_source(f"noisear:{args.prior}?temperature=0.5", backend=backend)
+    warm_source = load_noise_source("noisear?temperature=1.0", backend=backend, prior=cold_source.prior)  # one load
     npnet = load_noise_source("golden", backend=backend)
     success: dict[str, list[torch.Tensor]] = {}
     stats: dict[str, list[float]] = {}
     for seed in args.seeds:
         z = backend.random_latents(len(prompts), torch.Generator().manual_seed(seed))
         with torch.no_grad():
-            cold = prior.sample(cond.embeds, generator=torch.Generator().manual_seed(1000 + seed), temperature=0.5)
-            warm = prior.sample(cond.embeds, generator=torch.Generator().manual_seed(1000 + seed), temperature=1.0)
-            mean, logvar = prior(warm, cond.embeds)
+            cold = cold_source(prompts, cond, torch.Generator().manual_seed(1000 + seed))
+            warm = warm_source(prompts, cond, torch.Generator().manual_seed(1000 + seed))
+            mean, logvar = warm_source.prior(warm, cond.embeds)
             golden = npnet(prompts, cond, torch.Generator().manual_seed(seed))
         spread = cold.std().item()
         for name, value in (("std of the prior's samples at T 0.5", spread), ("std of the prior's samples at T 1", warm.std().item()),

@@ -47,14 +47,18 @@ def check_positive(config: Any, names: Iterable[str], prefix: str = "--", allow_
             raise ValueError(f"{option_name(name, prefix)} must be {rule}, got {value!r}")
 
 
-def check_finite(config: Any, names: Iterable[str], prefix: str = "--", minimum: float = -math.inf) -> None:
+def check_finite(
+    config: Any, names: Iterable[str], prefix: str = "--", minimum: float = -math.inf, maximum: float = math.inf
+) -> None:
     """Raises a ValueError for the first of the fields `names` of `config` that is not a finite
-    number >= `minimum`; None passes."""
+    number in [`minimum`, `maximum`]; None passes."""
     for name in names:
         value = getattr(config, name)
         if value is None:
             continue
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= minimum):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and minimum <= value <= maximum):
+            if maximum < math.inf:
+                raise ValueError(f"{option_name(name, prefix)} must lie in [{minimum:g}, {maximum:g}], got {value!r}")
             rule = "a finite number" if minimum == -math.inf else f"a finite number >= {minimum:g}"
             raise ValueError(f"{option_name(name, prefix)} must be {rule}, got {value!r}")
 

@@ -31,7 +31,7 @@ from noisear_rl.pipelines.golden import golden_noise
 from noisear_rl.worlds.shapes.backend import ShapesBackend
 from noisear_rl.worlds.shapes.failures import binding_failures, failure_kinds, failure_shares
 from noisear_rl.worlds.shapes.world import evaluation_prompts
-from noisear_rl.worlds.shapes.verifier import CRITERIA, ShapesVerifier
+from noisear_rl.worlds.shapes.verifier import CRITERIA, DrawnObject, ShapesVerifier
 
 
 @dataclass
@@ -101,17 +101,17 @@ def measure(config: MeasureConfig) -> dict:
         ]
     )
 
-    def run(latents_KBCHW: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Images [K, B, 3, H, W] and verifier details [K, B] per criterion."""
-        images, details = [], []
+    def run(latents_KBCHW: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[list[list[DrawnObject]]]]:
+        """Images [K, B, 3, H, W], verifier details [K, B] per criterion, and the objects read in each image."""
+        images, details, drawn = [], [], []
         for latents in latents_KBCHW:
             batch_images = backend.generate(latents, cond)
             images.append(batch_images)
-            details.append(verifier.evaluate(batch_images, prompts).details)
-        return torch.stack(images), {key: torch.stack([d[key] for d in details]) for key in details[0]}
+            drawn.append(verifier.read(batch_images))  # read once: for the reward and the failure analyses
+            details.append(verifier.score_drawn(drawn[-1], prompts, batch_images.device).details)
+        return torch.stack(images), {key: torch.stack([d[key] for d in details]) for key in details[0]}, drawn
 
-    images_KB, gaussian = run(noises_KBCHW)
-    drawn_KB = [verifier.read(images) for images in images_KB]  # read once for both failure analyses
+    images_KB, gaussian, drawn_KB = run(noises_KBCHW)
     gaussian["binding_failure"] = torch.stack([binding_failures(drawn, prompts) for drawn in drawn_KB])
     kinds = [kind for drawn in drawn_KB for kind in failure_kinds(drawn, prompts)]
     results: dict = {
@@ -130,7 +130,7 @@ def measure(config: MeasureConfig) -> dict:
                 backend, noises_KBCHW[i], cond, golden_scale, num_inference_steps=config.golden_num_inference_steps
             ) for i in range(k)]
         )
-        _, golden = run(golden_KB)
+        _, golden, _ = run(golden_KB)
         before, after = gaussian["success"][:k].bool(), golden["success"].bool()
         fixed, broken = paired_flips(before, after)
         results["golden"] = {

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noisear_rl.checks import check_at_least, check_finite, check_positive, option_name
+from noisear_rl.checks import check_at_least, check_finite, check_positive
 from noisear_rl.cli import run_config_command
 from noisear_rl.io import check_model_folder, save_pretrained_atomically
 from noisear_rl.schedules import warmup_cosine
@@ -128,10 +128,8 @@ class TrainConfig:
         check_at_least(self, 0, ("warmup_steps", "text_pretrain_steps", "save_every", "seed"))
         check_positive(self, ("learning_rate", "beta_end"))
         check_finite(self, ("weight_decay", "min_snr_gamma", "default_guidance_scale"), minimum=0.0)
-        for name in ("prompt_dropout", "two_object_fraction", "caption_swap", "final_lr_fraction", "ema_decay"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{option_name(name)} must lie in [0, 1], got {value!r}")
+        check_finite(self, ("prompt_dropout", "two_object_fraction", "caption_swap", "final_lr_fraction", "ema_decay"),
+                     minimum=0.0, maximum=1.0)
         if self.cross_attention_levels > len(self.block_out_channels):
             raise ValueError(
                 f"--cross-attention-levels {self.cross_attention_levels} exceeds the UNet's "

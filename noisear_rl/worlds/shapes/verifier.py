@@ -90,10 +90,15 @@ class ShapesVerifier(RewardModel):
             self.to(device)
 
     def compute(self, images: Tensor, prompts: list[str]) -> RewardOutput:
+        return self.score_drawn(self.read(images), prompts, images.device)
+
+    def score_drawn(self, drawn_B: list[list[DrawnObject]], prompts: list[str], device: str | torch.device = "cpu") -> RewardOutput:
+        """The reward of images already read (`read`): for a caller that also needs the objects,
+        so that each image is read once."""
         scenes = [parse_prompt(p) for p in prompts]
         scores, flags = [], {name: [] for name in (*CRITERIA, "success")}
         detected = []
-        for drawn, scene in zip(self.read(images), scenes):
+        for drawn, scene in zip(drawn_B, scenes):
             detected.append(len(drawn))
             checks = scene_checks(scene, drawn)
             results = [r for name in CRITERIA for r in checks[name]]
@@ -101,7 +106,6 @@ class ShapesVerifier(RewardModel):
             for name in CRITERIA:
                 flags[name].append(all(checks[name]))
             flags["success"].append(all(results))
-        device = images.device
         details = {name: torch.tensor(values, dtype=torch.float32, device=device) for name, values in flags.items()}
         details["num_objects"] = torch.tensor(detected, dtype=torch.float32, device=device)
         return RewardOutput(scores=torch.tensor(scores, dtype=torch.float32, device=device), details=details)
