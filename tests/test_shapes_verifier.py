@@ -42,6 +42,17 @@ def test_clean_renders_pass_every_check(renders) -> None:
     assert all(out.details[name].min() == 1 for name in (*CRITERIA, "success"))
 
 
+def test_scoring_objects_already_read_is_the_reward(renders) -> None:
+    """`score_drawn(read(images))` is what the reward computes, on passing and failing prompts."""
+    prompts, images = renders
+    rng = random.Random(1)
+    prompts = [p if i % 2 else _mutate(p, rng.choice(["colour", "shape", "position"]), rng) for i, p in enumerate(prompts)]
+    verifier = load_reward("shapes")
+    direct, judged = verifier.evaluate(images, prompts), verifier.score_drawn(verifier.read(images), prompts)
+    assert torch.equal(direct.scores, judged.scores) and 0 < direct.details["success"].mean() < 1
+    assert all(torch.equal(direct.details[k], judged.details[k]) for k in direct.details)
+
+
 @pytest.mark.parametrize("kind", ["colour", "shape", "position"])
 def test_wrong_attribute_fails_with_a_graded_score(renders, kind: str) -> None:
     prompts, images = renders
