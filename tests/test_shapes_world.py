@@ -205,6 +205,8 @@ def test_training_captions_swap_the_requested_share_of_two_object_scenes() -> No
         ("measure", ["--num-noises", "0"], "--num-noises must be >= 1"),
         ("measure", ["--sweep-guidance", "2", "-1"], "--sweep-guidance takes finite numbers >= 0"),
         ("measure", ["--sweep-noises", "0"], "--sweep-noises must be >= 1"),
+        ("measure", ["--num-noises", "2", "--golden-noises", "3"], "--golden-noises (3) must be at most --num-noises (2)"),
+        ("measure", ["--num-noises", "2", "--sweep-noises", "3"], "--sweep-noises (3) must be at most --num-noises (2)"),
     ],
 )
 def test_world_commands_refuse_bad_values_in_one_line_before_writing(command, argv, needle, tmp_path, capsys) -> None:

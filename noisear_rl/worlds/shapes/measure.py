@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from noisear_rl.checks import check_at_least, check_finite
+from noisear_rl.checks import check_at_least, check_finite, option_name
 from noisear_rl.cli import run_config_command
 from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.io import atomic_write, write_json
@@ -50,8 +50,8 @@ class MeasureConfig:
     golden_num_inference_steps: int | None = None
     """Schedule whose first two timesteps the golden step moves between (default: the pipeline's
     steps, i.e. t = 999 -> 949 at 20 steps; fewer steps make a larger move)."""
-    golden_noises: int = 8
-    """How many of the K noises per prompt also get a golden-noise step (0 skips it)."""
+    golden_noises: int | None = None
+    """How many of the K noises per prompt also get a golden-noise step (None: all K; 0 skips it)."""
     sweep_guidance: tuple[float, ...] = ()
     """Guidance scales to compare with the default on the same noises (empty: no sweep)."""
     sweep_steps: tuple[int, ...] = ()
@@ -80,6 +80,12 @@ class MeasureConfig:
         for steps in self.sweep_steps:
             if steps < 1:
                 raise ValueError(f"--sweep-steps takes step counts >= 1, got {steps!r}")
+        for name in ("golden_noises", "sweep_noises"):
+            if (getattr(self, name) or 0) > self.num_noises:
+                raise ValueError(
+                    f"{option_name(name)} ({getattr(self, name)}) must be at most --num-noises ({self.num_noises}): "
+                    "it picks among the Gaussian noises"
+                )
 
 
 def measure(config: MeasureConfig) -> dict:
@@ -122,8 +128,8 @@ def measure(config: MeasureConfig) -> dict:
         "guidance_scale": backend.guidance_scale,
         "gaussian": {**summarize(gaussian, two_object), "failure_kinds": failure_shares(kinds)},
     }
-    if config.golden_noises:
-        k = min(config.golden_noises, config.num_noises)
+    k = config.num_noises if config.golden_noises is None else config.golden_noises
+    if k:
         golden_scale = backend.guidance_scale if config.golden_guidance_scale is None else config.golden_guidance_scale
         golden_KB = torch.stack(
             [golden_noise(
@@ -153,7 +159,7 @@ def measure(config: MeasureConfig) -> dict:
             "mean_abs_change": (golden_KB - noises_KBCHW[:k]).abs().mean().item(),
             "noise_std_after": golden_KB.std().item(),
         }
-    n = min(config.sweep_noises, config.num_noises)
+    n = config.sweep_noises
     points = [(backend.num_inference_steps, scale) for scale in config.sweep_guidance]
     points += [(steps, backend.guidance_scale) for steps in config.sweep_steps]
     if points:
@@ -233,12 +239,11 @@ def _sweep_point(
 ) -> dict:
     """Success of the same noises at another step count or guidance, and its paired change from the
     default's: a t interval over per-prompt mean differences (`evaluate.stats.mean_ci`)."""
-    saved = backend.num_inference_steps, backend.guidance_scale
-    backend.num_inference_steps, backend.guidance_scale = steps, scale
-    try:
-        details = [verifier.evaluate(backend.generate(latents, cond), prompts).details for latents in latents_KBCHW]
-    finally:
-        backend.num_inference_steps, backend.guidance_scale = saved
+    point = ShapesBackend(
+        backend.device, backend.dtype, num_inference_steps=steps, guidance_scale=scale,
+        batch_size=backend.batch_size, pipe=backend.pipe,
+    )
+    details = [verifier.evaluate(point.generate(latents, cond), prompts).details for latents in latents_KBCHW]
     stacked = {key: torch.stack([d[key] for d in details]).float() for key in ("success", *CRITERIA)}
     change, low, high = mean_ci(stacked["success"] - default_success_KB.float())
     fixed, broken = paired_flips(default_success_KB, stacked["success"])
