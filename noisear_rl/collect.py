@@ -52,6 +52,7 @@ from noisear_rl.envs.prompts import evenly_spaced, prompt_set
 from noisear_rl.io import clear_killed_writes, inspect_output_folder
 from noisear_rl.pipelines.base import DiffusionBackend
 from noisear_rl.pipelines.factory import check_backend_name, world_info
+from noisear_rl.pipelines.golden import golden_schedule
 from noisear_rl.reward_models import check_reward_spec, load_reward_in
 from noisear_rl.reward_models.clip_rewards import as_dtype
 
@@ -97,7 +98,7 @@ class CollectConfig:
     "selected" (the noise itself, kept when its image's reward exceeds --reward-threshold; needs --reward)."""
     golden_steps: int | None = None
     """Inference-step count of the schedule the step and the inversion take their timesteps from
-    (None: the backend's)."""
+    (None: the backend's golden schedule, `pipelines.golden.default_golden_steps`; the Shapes world's is 50)."""
     golden_procedure: Literal["reference", "clean"] | None = None
     """Timesteps of the step and the inversion: "reference" (Golden Noise's collection on a DDIM
     "leading" 50-step schedule; SDXL, DreamShaper, Hunyuan-DiT), "clean" (the backend's own first
@@ -154,7 +155,7 @@ def collect(
     manifest, replace = _check_folder(out, settings, config.overwrite)
 
     backend = backend if backend is not None else _build_backend(config)
-    timesteps = backend.timesteps(config.golden_steps)
+    schedule = golden_schedule(backend, config.golden_steps, config.golden_procedure)
     guidance = backend.guidance_scale if config.guidance_scale is None else config.guidance_scale
     reward = None
     if config.reward is not None:
@@ -178,7 +179,7 @@ def collect(
         golden={
             "guidance_scale": guidance,
             "inversion_guidance_scale": config.inversion_guidance_scale,
-            "timesteps": [int(t) for t in timesteps[:2]],
+            "timesteps": [schedule.denoise_from, schedule.denoise_to],
         },
         num_prompts=len(prompts),
         num_shards=num_shards,

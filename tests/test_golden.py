@@ -136,6 +136,22 @@ def test_reference_schedule_on_sdxl_is_981_961_then_941_961() -> None:
     assert golden_schedule(backend, num_inference_steps=2) == GoldenSchedule(501, 1, 501, -499, 1)
 
 
+def test_shapes_world_golden_step_moves_on_a_50_step_schedule_whatever_it_samples_with() -> None:
+    """The world's golden schedule is its own 50 steps (999 -> 979), not the sampling schedule's
+    first step; an explicit step count still overrides it."""
+    from noisear_rl.worlds.shapes import ShapesBackend, build_tiny_shapes_pipeline
+
+    backend = ShapesBackend(pipe=build_tiny_shapes_pipeline(seed=0), num_inference_steps=4)
+    assert ShapesBackend.golden_num_inference_steps == 50
+    assert golden_schedule(backend) == GoldenSchedule(999, 979, 979, 979, 999)
+    assert golden_schedule(backend, num_inference_steps=4) == GoldenSchedule(999, 749, 749, 749, 999)
+    x_T = backend.random_latents(3, torch.Generator().manual_seed(0))
+    cond = backend.encode(["a red circle on the left"] * 3)
+    default = golden_noise(backend, x_T, cond, 6.0)
+    torch.testing.assert_close(default, golden_noise(backend, x_T, cond, 6.0, num_inference_steps=50))
+    assert not torch.allclose(default, golden_noise(backend, x_T, cond, 6.0, num_inference_steps=4))
+
+
 def reference_collection(backend, x_T: Tensor, cond: Condition, steps: int, guidance: float, inversion_guidance: float) -> Tensor:
     """The Golden Noise repository's `forward_ours` (T_max=1), transcribed: a `DDIMScheduler` and a
     `DDIMInverseScheduler` from the pipeline's scheduler config with SDXL's clip_sample=false and

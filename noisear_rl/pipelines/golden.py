@@ -17,6 +17,9 @@ two guidance scales is what moves the noise. Two procedures differ in the timest
   predict the inversion noise at t0, invert t0 -> t1, so that with equal guidance and an exact
   model the inversion returns x_T itself. The default of every other backend (the Shapes world).
 
+The schedule has the backend's `golden_num_inference_steps` steps where it sets one (the Shapes
+world: 50, as the reference collects, whatever the sampling steps), else its sampling steps.
+
 Both use the settings of SDXL's scheduler config, from which the reference builds its DDIM
 schedulers: no clipping of x_0 (`clip_sample: false`) and alpha(0), not 1, for a step past
 timestep 0 (`set_alpha_to_one: false`; only schedules of 2 steps reach it).
@@ -92,11 +95,17 @@ def default_golden_procedure(backend: DiffusionBackend) -> GoldenProcedure:
     return getattr(backend, "golden_procedure", "clean")
 
 
+def default_golden_steps(backend: DiffusionBackend) -> int:
+    """The backend's `golden_num_inference_steps` class attribute, else its sampling steps."""
+    return getattr(backend, "golden_num_inference_steps", None) or backend.num_inference_steps
+
+
 def golden_schedule(
     backend: DiffusionBackend, num_inference_steps: int | None = None, procedure: GoldenProcedure | None = None
 ) -> GoldenSchedule:
     """The timesteps `golden_noise` uses on `backend` (see the module docstring)."""
     procedure = default_golden_procedure(backend) if procedure is None else procedure
+    num_inference_steps = num_inference_steps or default_golden_steps(backend)
     if procedure == "clean":
         return clean_schedule(backend.timesteps(num_inference_steps))
     if procedure != "reference":
@@ -107,7 +116,7 @@ def golden_schedule(
             f"the reference golden-noise procedure builds a DDIM schedule from a diffusers scheduler config, and "
             f"{type(backend).__name__} has no `pipe.scheduler`: use procedure='clean'"
         )
-    return reference_schedule(pipe.scheduler.config, num_inference_steps or backend.num_inference_steps)
+    return reference_schedule(pipe.scheduler.config, num_inference_steps)
 
 
 @torch.no_grad()
@@ -134,8 +143,8 @@ def golden_noise(
         cond: B encoded prompts (one per row of `latents`).
         guidance_scale: CFG of the denoising step (the references use 5.5).
         inversion_guidance_scale: CFG of the inversion step (the references use 1.0).
-        num_inference_steps: Step count of the schedule (default: the backend's; the reference
-            collects at 50).
+        num_inference_steps: Step count of the schedule (default: `default_golden_steps`; the
+            reference collects at 50).
         procedure: "reference" or "clean" (default: the backend's `golden_procedure`, else "clean").
 
     Returns:

@@ -27,7 +27,7 @@ from noisear_rl.checks import check_at_least, check_finite, option_name
 from noisear_rl.cli import run_config_command
 from noisear_rl.evaluate.stats import mean_ci
 from noisear_rl.io import atomic_write, write_json
-from noisear_rl.pipelines.golden import golden_noise
+from noisear_rl.pipelines.golden import golden_noise, golden_schedule
 from noisear_rl.worlds.shapes.backend import ShapesBackend
 from noisear_rl.worlds.shapes.failures import binding_failures, failure_kinds, failure_shares
 from noisear_rl.worlds.shapes.world import evaluation_prompts
@@ -48,8 +48,8 @@ class MeasureConfig:
     """CFG of the golden-noise denoising step (None: the pipeline's default guidance; the
     inversion step uses 1.0)."""
     golden_num_inference_steps: int | None = None
-    """Schedule whose first two timesteps the golden step moves between (default: the pipeline's
-    steps, i.e. t = 999 -> 949 at 20 steps; fewer steps make a larger move)."""
+    """Schedule whose first two timesteps the golden step moves between (default: the backend's
+    `golden_num_inference_steps`, 50: t = 999 -> 979; fewer steps make a larger move)."""
     golden_noises: int | None = None
     """How many of the K noises per prompt also get a golden-noise step (None: all K; 0 skips it)."""
     sweep_guidance: tuple[float, ...] = ()
@@ -131,6 +131,7 @@ def measure(config: MeasureConfig) -> dict:
     k = config.num_noises if config.golden_noises is None else config.golden_noises
     if k:
         golden_scale = backend.guidance_scale if config.golden_guidance_scale is None else config.golden_guidance_scale
+        schedule = golden_schedule(backend, config.golden_num_inference_steps)
         golden_KB = torch.stack(
             [golden_noise(
                 backend, noises_KBCHW[i], cond, golden_scale, num_inference_steps=config.golden_num_inference_steps
@@ -142,7 +143,7 @@ def measure(config: MeasureConfig) -> dict:
         results["golden"] = {
             "guidance_scale": golden_scale,
             "inversion_guidance_scale": 1.0,
-            "timesteps": [int(t) for t in backend.timesteps(config.golden_num_inference_steps)[:2]],
+            "timesteps": [schedule.denoise_from, schedule.denoise_to],
             "noises_per_prompt": k,
             "gaussian_success_same_pairs": before.float().mean().item(),
             **summarize(golden, two_object),
