@@ -136,7 +136,7 @@ def test_load_backend_names_and_errors() -> None:
     assert load_backend(built) is built
     assert load_backend(built, model=None, guidance_scale=None) is built  # None: the default, not an argument
     defaults = load_backend("shapes", model=None, num_inference_steps=None, guidance_scale=None)
-    assert (defaults.num_inference_steps, defaults.guidance_scale) == (20, 4.0)
+    assert (defaults.num_inference_steps, defaults.guidance_scale) == (20, 6.0)
     assert load_backend("shapes", num_inference_steps=4, guidance_scale=None).num_inference_steps == 4
 
 

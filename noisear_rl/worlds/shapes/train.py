@@ -104,7 +104,7 @@ class TrainConfig:
     """Text encoder width (the condition's D)."""
     default_num_inference_steps: int = 20
     """DDIM steps the saved pipeline uses by default."""
-    default_guidance_scale: float = 4.0
+    default_guidance_scale: float = 6.0
     """Classifier-free guidance the saved pipeline uses by default: of 4, 5 and 6, where the
     golden-noise step gains most; 5 and 6 give 1.2-1.4 points more success (docs/shapes_world.md)."""
     bf16_autocast: bool = False
