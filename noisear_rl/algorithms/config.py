@@ -62,10 +62,10 @@ class RolloutConfig(OptimConfig):
     sampling temperature, each episode drawing its own around their current values
     (`SamplingKnobs`; the update learns from the draws, not from the patches' noise, which
     carries almost none of the temperature's signal: `benchmarks/sampling_knobs.py`). From the
-    shipped prior it raised every algorithm's held-out success on its own check (seed 0: +4.7
-    to +6.2 points with the defaults, each interval above zero; docs/results.md). "shift-gain": the gain alone, learned
+    shipped prior it raises every algorithm's held-out success on its own check (seed 0: +11.5
+    to +17.2 points with the defaults, each interval above zero; docs/results.md). "shift-gain": the gain alone, learned
     through the patches (the default until 2026-12-07: +23 to +28 points on the first v1
-    weights, whose shift was short; 0 to +4 on the shipped ones); "prompt-shift": the shift's
+    weights, whose shift was short; 0 to +4 on the second); "prompt-shift": the shift's
     maps (12K parameters; what a prior without a fitted shift can train, with lr 3e-3); "all"
     (every parameter; use a far lower lr)."""
     gain_exploration: float = 1.0
