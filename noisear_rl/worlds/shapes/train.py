@@ -105,8 +105,8 @@ class TrainConfig:
     default_num_inference_steps: int = 20
     """DDIM steps the saved pipeline uses by default."""
     default_guidance_scale: float = 6.0
-    """Classifier-free guidance the saved pipeline uses by default: of 4, 5 and 6, where the
-    golden-noise step gains most; 5 and 6 give 1.2-1.4 points more success (docs/shapes_world.md)."""
+    """Classifier-free guidance the saved pipeline uses by default: the best of the guidance sweep
+    (docs/shapes_world.md, "Guidance"; 4 until 2026-12-07)."""
     bf16_autocast: bool = False
     """Forward passes in bfloat16 autocast (weights and optimizer stay float32): ~1.4x faster on
     CPUs with AVX512-BF16."""
